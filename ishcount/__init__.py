@@ -30,6 +30,13 @@ RESEARCH_USE_NOTICE = (
 # never pulls in a GUI toolkit. Each maps to the module that defines it.
 _PUBLIC = {
     "FishImage": "ishcount.image",
+    "score_case": "ishcount.score",
+    "CaseSummary": "ishcount.score",
+    "classify": "ishcount.rules",
+    "Classification": "ishcount.rules",
+    "Counts": "ishcount.rules",
+    "RULE_SETS": "ishcount.rules",
+    "get_rule_set": "ishcount.rules",
 }
 
 __all__ = ["RESEARCH_USE_NOTICE", "__version__", *_PUBLIC]

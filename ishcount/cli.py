@@ -1,0 +1,188 @@
+"""The ``ishcount`` command.
+
+Subcommands are registered in :func:`build_parser`; each has a handler
+``_run_<name>(args) -> int``. ``classify`` classifies counts made by hand at the
+microscope; ``rules`` lists the rule sets.
+
+Exit codes: 0 when a result (or listing) was printed, whatever the call;
+2 for invalid arguments or values (the message names the argument).
+
+Examples
+--------
+>>> main(["classify", "--her2", "92", "--cep17", "40", "--nuclei", "20", "--json"])
+... # doctest: +ELLIPSIS
+{...}
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from ishcount import RESEARCH_USE_NOTICE, __version__
+from ishcount.rules import DEFAULT_RULE_SET, RULE_SETS, Classification, Counts, classify
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+_EPILOG = (
+    "exit codes: 0 = result printed (any call, including 'insufficient'); "
+    "2 = invalid arguments or values. " + RESEARCH_USE_NOTICE
+)
+
+
+def _add_classify(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "classify",
+        help="classify HER2/CEP17 counts made by hand",
+        description="Classify HER2/CEP17 signal counts counted at the microscope, e.g. "
+        "'ishcount classify --her2 92 --cep17 40 --nuclei 20 --ihc 2+'.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--her2", type=float, required=True, help="total HER2 signals")
+    parser.add_argument("--cep17", type=float, help="total CEP17 signals (dual-probe rule sets)")
+    parser.add_argument("--nuclei", type=int, required=True, help="number of nuclei counted")
+    parser.add_argument("--fields", type=int, help="separate tumour areas counted (optional)")
+    parser.add_argument("--ihc", help="concurrent IHC score: 0, 1+, 2+ or 3+")
+    parser.add_argument("--rule-set", default=DEFAULT_RULE_SET, help="see 'ishcount rules'")
+    recount = parser.add_argument_group("blinded recount (all three or none)")
+    recount.add_argument("--recount-her2", type=float, help="recount: total HER2 signals")
+    recount.add_argument("--recount-cep17", type=float, help="recount: total CEP17 signals")
+    recount.add_argument("--recount-nuclei", type=int, help="recount: nuclei counted")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"classification": ..., "notice": ...} as JSON; the classification '
+        "object loads with ishcount.rules.Classification.from_dict",
+    )
+    parser.set_defaults(handler=_run_classify)
+
+
+def _add_rules(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rules", help="list the rule sets", description="List the rule sets.", epilog=_EPILOG
+    )
+    parser.set_defaults(handler=_run_rules)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``ishcount`` argument parser with one subparser per command.
+
+    Examples
+    --------
+    >>> build_parser().parse_args(["rules"]).command
+    'rules'
+    """
+    parser = argparse.ArgumentParser(
+        prog="ishcount",
+        description="HER2/CEP17 dual-probe FISH analysis and classification.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"ishcount {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
+    _add_classify(subparsers)
+    _add_rules(subparsers)
+    return parser
+
+
+def _recount_from(args: argparse.Namespace) -> Counts | None:
+    given = [args.recount_her2, args.recount_cep17, args.recount_nuclei]
+    if all(v is None for v in given):
+        return None
+    if args.recount_her2 is None or args.recount_nuclei is None:
+        raise ValueError(
+            "--recount-her2 and --recount-nuclei must be given together, got "
+            f"--recount-her2={args.recount_her2} --recount-nuclei={args.recount_nuclei}"
+        )
+    return Counts(args.recount_nuclei, args.recount_her2, args.recount_cep17)
+
+
+def format_classification(result: Classification) -> str:
+    """Return a human-readable block for one classification.
+
+    Examples
+    --------
+    >>> text = format_classification(classify(Counts(20, 92, 40, 2)))
+    >>> text.splitlines()[1]
+    'Call:       positive (group 1)'
+    """
+    band = f"group {result.group}" if result.group is not None else result.band or "undefined"
+    lines = [
+        f"Rule set:   {result.rule_set} (version {result.rule_set_version})",
+        f"Call:       {result.call} ({band})",
+    ]
+    values = [f"mean HER2 {_two(result.mean_her2)}"]
+    if result.counts.total_cep17 is not None:
+        values += [f"mean CEP17 {_two(result.mean_cep17)}", f"ratio {_two(result.ratio)}"]
+    lines.append(f"Values:     {', '.join(values)} ({result.counts.n_nuclei} nuclei)")
+    if result.ihc is not None:
+        lines.append(f"IHC:        {result.ihc}")
+    sections = [
+        ("Comment", [result.comment] if result.comment else []),
+        ("Work-up", result.workup),
+        ("Recommend", result.recommendations),
+        ("Annotation", result.annotations),
+        ("Reasons", result.reasons),
+    ]
+    for title, items in sections:
+        for item in items:
+            lines.append(f"{title + ':' if title else '':<11} {item}")
+            title = ""
+    lines.append(RESEARCH_USE_NOTICE)
+    return "\n".join(lines)
+
+
+def _two(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.2f}"
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    counts = Counts(args.nuclei, args.her2, args.cep17, n_fields=args.fields)
+    result = classify(counts, rule_set=args.rule_set, ihc=args.ihc, recount=_recount_from(args))
+    if args.json:
+        payload = {"classification": result.to_dict(), "notice": RESEARCH_USE_NOTICE}
+        print(json.dumps(payload, indent=2, allow_nan=False))
+    else:
+        print(format_classification(result))
+    return EXIT_OK
+
+
+def _run_rules(args: argparse.Namespace) -> int:
+    for rules in RULE_SETS.values():
+        default = "  [default]" if rules.name == DEFAULT_RULE_SET else ""
+        print(f"{rules.describe()}{default}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ishcount`` command and return its exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    int
+        0 when a result was printed, 2 for invalid arguments or values.
+
+    Examples
+    --------
+    >>> main(["rules"])  # doctest: +ELLIPSIS
+    asco-cap-2018-breast-dual (version 2018.1): ...
+    0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help, --version and usage errors
+        return int(exit_.code or 0)
+    try:
+        return args.handler(args)
+    except (ValueError, TypeError) as err:
+        print(f"ishcount {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE

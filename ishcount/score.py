@@ -1,0 +1,522 @@
+"""Case-level aggregation of per-nucleus counts.
+
+:func:`score_case` turns a cell table (:data:`ishcount.tables.CELL_SCHEMA`) into a
+:class:`CaseSummary`: nuclei and fields scored, totals, means, the HER2/CEP17 ratio of
+sums, bootstrap confidence intervals, the chance that the result band would change on a
+recount, heterogeneity (a separate amplified population) and the quality flags that
+image analysis can measure. :func:`ishcount.rules.classify` turns the summary into a call.
+
+Examples
+--------
+>>> import pandas as pd
+>>> cells = pd.DataFrame({"image": ["a"] * 10 + ["b"] * 10, "label": range(1, 21),
+...                       "n_her2": [3, 2] * 10, "n_cep17": [2] * 20, "is_scored": True})
+>>> summary = score_case(cells, rng=0)
+>>> summary.n_nuclei, summary.n_fields, summary.ratio
+(20, 2, 1.25)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from ishcount.rules import DEFAULT_RULE_SET, Counts, QualityFlag, RuleSet, get_rule_set
+
+#: Columns :func:`score_case` needs in the cell table.
+REQUIRED_CELL_COLUMNS: tuple[str, ...] = ("image", "label", "n_her2", "n_cep17", "is_scored")
+
+#: A signal with ``snr`` (amplitude / noise sd) below this is "weak": the Rose criterion,
+#: below which a spot is not reliably told from noise by eye (Rose A, J Opt Soc Am 1948;38:196).
+WEAK_SNR = 5.0
+#: Guideline limits (ASCO/CAP 2018; kit instructions): the test is rejected above these shares.
+MAX_OUTSIDE_FRACTION = 0.10
+MAX_WEAK_FRACTION = 0.25
+#: Project convention (not a guideline figure): fewer scorable nuclei than this share of the
+#: nuclei that do not touch the image edge suggests poor nuclear resolution or hybridisation.
+MIN_SCORABLE_FRACTION = 0.5
+#: A nucleus is "individually amplified" with at least this many HER2 copies ...
+AMPLIFIED_MIN_HER2 = 6
+#: ... or with at least AMPLIFIED_RATIO_MIN_HER2 copies and HER2/CEP17 >= AMPLIFIED_MIN_RATIO.
+AMPLIFIED_RATIO_MIN_HER2 = 4
+AMPLIFIED_MIN_RATIO = 2.0
+#: A second population is considered when amplified nuclei exceed this share (guideline 10%).
+HETEROGENEITY_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """Case-level figures over the scored nuclei of one case (or one population of it).
+
+    Attributes
+    ----------
+    counts : Counts
+        Nuclei, totals and fields; ``mean_her2``, ``ratio`` etc. are read through it.
+    rule_set : str
+        Rule set whose bands define ``band`` and ``recount_change_probability``.
+    band : str or None
+        Band of the pooled counts under ``rule_set`` (``None`` if undefined).
+    n_excluded : int
+        Nuclei in the table that were not scored.
+    exclusion_reasons : tuple of (str, int)
+        How many nuclei were skipped for each reason, most frequent first.
+    ci_level : float
+        Confidence level of the intervals, e.g. 0.95.
+    ratio_ci, mean_her2_ci : tuple of float or None
+        Percentile bootstrap intervals over nuclei (``None`` with fewer than 2 nuclei).
+    recount_change_probability : float or None
+        Share of bootstrap resamples of the same size whose band differs from ``band``.
+    amplified_fraction : float or None
+        Share of scored nuclei that are individually amplified (see :func:`is_amplified`).
+    has_separate_population : bool
+        True when amplified nuclei are more than 10% and less than 90% of scored nuclei.
+    amplified_population, rest_population : CaseSummary or None
+        Separate summaries of both populations when ``has_separate_population``.
+    quality_flags : tuple of QualityFlag
+        Measured quality checks, tripped or not.
+    notes : tuple of str
+        Plain sentences for the report; :func:`ishcount.rules.classify` copies them.
+    """
+
+    counts: Counts
+    rule_set: str
+    band: str | None
+    n_excluded: int = 0
+    exclusion_reasons: tuple[tuple[str, int], ...] = ()
+    ci_level: float = 0.95
+    ratio_ci: tuple[float, float] | None = None
+    mean_her2_ci: tuple[float, float] | None = None
+    recount_change_probability: float | None = None
+    amplified_fraction: float | None = None
+    has_separate_population: bool = False
+    amplified_population: CaseSummary | None = None
+    rest_population: CaseSummary | None = None
+    quality_flags: tuple[QualityFlag, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def n_nuclei(self) -> int:
+        """Number of scored nuclei."""
+        return self.counts.n_nuclei
+
+    @property
+    def n_fields(self) -> int | None:
+        """Number of fields (images) with at least one scored nucleus."""
+        return self.counts.n_fields
+
+    @property
+    def total_her2(self) -> float:
+        """Total HER2 copies over the scored nuclei."""
+        return self.counts.total_her2
+
+    @property
+    def total_cep17(self) -> float | None:
+        """Total CEP17 copies over the scored nuclei."""
+        return self.counts.total_cep17
+
+    @property
+    def mean_her2(self) -> float | None:
+        """Mean HER2 copies per scored nucleus."""
+        return self.counts.mean_her2
+
+    @property
+    def mean_cep17(self) -> float | None:
+        """Mean CEP17 copies per scored nucleus."""
+        return self.counts.mean_cep17
+
+    @property
+    def ratio(self) -> float | None:
+        """Total HER2 / total CEP17 (ratio of sums); ``None`` when total CEP17 is 0."""
+        return self.counts.ratio
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def is_amplified(n_her2: np.ndarray, n_cep17: np.ndarray) -> np.ndarray:
+    """Return which nuclei are individually amplified.
+
+    A nucleus is amplified when it has at least 6 HER2 copies, or at least 4 HER2 copies
+    and a HER2/CEP17 ratio of at least 2.0 (a nucleus with no CEP17 counts as ratio
+    infinity). This is the ASCO/CAP 2018 group 1 and 3 thresholds applied to one cell;
+    the copy-number floor keeps a normal cell with 2 HER2 and 1 CEP17 out.
+
+    Parameters
+    ----------
+    n_her2, n_cep17 : array_like of int, shape (n,)
+        Copies per nucleus.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n,)
+
+    Examples
+    --------
+    >>> is_amplified([2, 4, 4, 7], [1, 2, 3, 4]).tolist()
+    [False, True, False, True]
+    """
+    her2 = np.asarray(n_her2, dtype=float)
+    cep17 = np.asarray(n_cep17, dtype=float)
+    high_ratio = her2 >= AMPLIFIED_MIN_RATIO * cep17
+    return (her2 >= AMPLIFIED_MIN_HER2) | ((her2 >= AMPLIFIED_RATIO_MIN_HER2) & high_ratio)
+
+
+def bootstrap_totals(
+    n_her2: np.ndarray, n_cep17: np.ndarray, *, n_resamples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample nuclei with replacement and return the HER2 and CEP17 totals of each resample.
+
+    Parameters
+    ----------
+    n_her2, n_cep17 : numpy.ndarray, shape (n,)
+        Copies per scored nucleus (``n >= 1``).
+    n_resamples : int
+        Number of resamples, each of size ``n``.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    her2_totals, cep17_totals : numpy.ndarray of float, shape (n_resamples,)
+
+    Notes
+    -----
+    Works in blocks of about a million drawn indices so that memory stays bounded.
+
+    Examples
+    --------
+    >>> h, c = bootstrap_totals(np.array([4, 4]), np.array([2, 2]), n_resamples=3,
+    ...                         rng=np.random.default_rng(0))
+    >>> h.tolist(), c.tolist()
+    ([8.0, 8.0, 8.0], [4.0, 4.0, 4.0])
+    """
+    n = len(n_her2)
+    values = np.stack([np.asarray(n_her2, float), np.asarray(n_cep17, float)])
+    totals = np.empty((2, n_resamples))
+    block = max(1, 1_000_000 // n)
+    for start in range(0, n_resamples, block):
+        stop = min(start + block, n_resamples)
+        index = rng.integers(0, n, size=(stop - start, n))
+        totals[:, start:stop] = values[:, index].sum(axis=2)
+    return totals[0], totals[1]
+
+
+def band_indices(rules: RuleSet, ratio: np.ndarray, mean_her2: np.ndarray) -> np.ndarray:
+    """Vectorised :meth:`RuleSet.band_for`: index of each pair's band, -1 where undefined.
+
+    Examples
+    --------
+    >>> rules = get_rule_set("asco-cap-2018-breast-dual")
+    >>> band_indices(rules, np.array([2.0, 1.9, np.nan]), np.array([4.0, 6.0, 3.0])).tolist()
+    [0, 2, -1]
+    """
+    out = np.full(np.shape(mean_her2), -1)
+    for index, band in enumerate(rules.bands):
+        inside = np.isfinite(mean_her2) & ~np.isnan(ratio) if rules.uses_ratio else True
+        for value, low, high in (
+            (ratio, band.ratio_min, band.ratio_max),
+            (mean_her2, band.mean_min, band.mean_max),
+        ):
+            if low is not None:
+                inside = inside & (value >= low)
+            if high is not None:
+                inside = inside & (value < high)
+        out[inside & (out < 0)] = index
+    return out
+
+
+def signal_quality_flags(
+    spots: pd.DataFrame, *, weak_snr: float = WEAK_SNR
+) -> tuple[QualityFlag, ...]:
+    """Return the signal-level quality flags of a spot table.
+
+    Parameters
+    ----------
+    spots : pandas.DataFrame
+        Spot table (:data:`ishcount.tables.SPOT_SCHEMA`); needs ``label`` and ``snr``.
+        Each row is one signal (a cluster counts once).
+    weak_snr : float
+        Signals with ``snr`` below this are weak.
+
+    Returns
+    -------
+    tuple of QualityFlag
+        ``signals_outside_nuclei`` (share with label 0; limit 10%) and ``weak_signals``
+        (share with snr below ``weak_snr``; limit 25%). Empty for an empty table.
+
+    Examples
+    --------
+    >>> spots = pd.DataFrame({"label": [1, 1, 0, 2], "snr": [9.0, 8.0, 7.0, 2.0]})
+    >>> [(f.name, f.value, f.tripped) for f in signal_quality_flags(spots)]
+    [('signals_outside_nuclei', 0.25, True), ('weak_signals', 0.25, False)]
+    """
+    missing = [c for c in ("label", "snr") if c not in spots.columns]
+    if missing:
+        raise ValueError(f"spots is missing column(s) {missing}")
+    if len(spots) == 0:
+        return ()
+    outside = float(np.mean(spots["label"].to_numpy() == 0))
+    weak = float(np.mean(spots["snr"].to_numpy(dtype=float) < weak_snr))
+    outside_text = "of signals lie outside nuclei (over cytoplasm or background)"
+    weak_text = f"of signals are weak (snr below {weak_snr:g})"
+    return (
+        _share_flag(
+            "signals_outside_nuclei", outside, MAX_OUTSIDE_FRACTION, outside_text, above=True
+        ),
+        _share_flag("weak_signals", weak, MAX_WEAK_FRACTION, weak_text, above=True),
+    )
+
+
+def _share_flag(name: str, value: float, limit: float, what: str, *, above: bool) -> QualityFlag:
+    tripped = value > limit if above else value < limit
+    bound = "at most" if above else "at least"
+    message = f"{value:.1%} {what}; the limit is {bound} {limit:.0%}."
+    return QualityFlag(name, value, limit, bool(tripped), message)
+
+
+def _scorable_flag(cells: pd.DataFrame) -> tuple[QualityFlag, ...]:
+    interior = cells[~cells["touches_border"].astype(bool)] if "touches_border" in cells else cells
+    if len(interior) == 0:
+        return ()
+    share = float(interior["is_scored"].mean())
+    what = "of nuclei away from the image edge are scorable"
+    return (_share_flag("scorable_nuclei", share, MIN_SCORABLE_FRACTION, what, above=False),)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_generator(rng: int | np.random.Generator | None) -> np.random.Generator:
+    if rng is None or isinstance(rng, int | np.integer | np.random.Generator):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be None, an int or a numpy.random.Generator, got {rng!r}")
+
+
+def _checked_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(cells, pd.DataFrame):
+        raise TypeError(f"cells must be a pandas.DataFrame, got {type(cells).__name__}")
+    missing = [c for c in REQUIRED_CELL_COLUMNS if c not in cells.columns]
+    if missing:
+        raise ValueError(
+            f"cells is missing column(s) {missing}; needs {list(REQUIRED_CELL_COLUMNS)}"
+        )
+    for column in ("n_her2", "n_cep17"):
+        values = pd.to_numeric(cells[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            raise ValueError(
+                f"cells[{column!r}] must hold non-negative counts, "
+                f"got {cells[column][bad].iloc[0]!r}"
+            )
+    if cells["is_scored"].isna().any() or not set(cells["is_scored"].unique()) <= {True, False}:
+        raise ValueError(f"cells['is_scored'] must be bool, got dtype {cells['is_scored'].dtype}")
+    return cells
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _exclusions(cells: pd.DataFrame) -> tuple[tuple[str, int], ...]:
+    excluded = cells[~cells["is_scored"].astype(bool)]
+    if "exclusion_reason" in excluded:
+        reasons = excluded["exclusion_reason"].fillna("").replace("", "unspecified")
+    else:
+        reasons = pd.Series("unspecified", index=excluded.index)
+    return tuple((str(k), int(v)) for k, v in reasons.value_counts().items())
+
+
+def _population(
+    scored: pd.DataFrame, rules: RuleSet, rng: np.random.Generator, n_resamples: int, level: float
+) -> CaseSummary:
+    """Counts, band and bootstrap figures of one population of scored nuclei."""
+    her2 = scored["n_her2"].to_numpy(dtype=float)
+    cep17 = scored["n_cep17"].to_numpy(dtype=float)
+    counts = Counts(
+        n_nuclei=len(scored),
+        total_her2=float(her2.sum()),
+        total_cep17=float(cep17.sum()),
+        n_fields=int(scored["image"].nunique()),
+    )
+    band = None
+    if counts.mean_her2 is not None and (counts.ratio is not None or not rules.uses_ratio):
+        band = rules.band_for(counts.ratio, counts.mean_her2).key
+    summary = CaseSummary(counts=counts, rule_set=rules.name, band=band, ci_level=level)
+    if len(scored) < 2:
+        return summary
+    her2_totals, cep17_totals = bootstrap_totals(her2, cep17, n_resamples=n_resamples, rng=rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(cep17_totals > 0, her2_totals / cep17_totals, np.nan)
+    means = her2_totals / len(scored)
+    tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    ratio_ci = None
+    if np.isfinite(ratios).any():
+        ratio_ci = tuple(float(v) for v in np.nanpercentile(ratios, tails))
+    change = None
+    if band is not None:
+        observed = [b.key for b in rules.bands].index(band)
+        change = float(np.mean(band_indices(rules, ratios, means) != observed))
+    return CaseSummary(
+        counts=counts,
+        rule_set=rules.name,
+        band=band,
+        ci_level=level,
+        ratio_ci=ratio_ci,
+        mean_her2_ci=tuple(float(v) for v in np.percentile(means, tails)),
+        recount_change_probability=change,
+    )
+
+
+def _heterogeneity(
+    scored: pd.DataFrame, make: Callable[[pd.DataFrame], CaseSummary]
+) -> tuple[float | None, bool, CaseSummary | None, CaseSummary | None]:
+    if len(scored) == 0:
+        return None, False, None, None
+    amplified = is_amplified(scored["n_her2"].to_numpy(), scored["n_cep17"].to_numpy())
+    fraction = float(amplified.mean())
+    # Both populations must exceed the 10% share: in a uniformly amplified tumour the few
+    # nuclei below the per-cell threshold are counting noise, not a second population.
+    limit = HETEROGENEITY_FRACTION
+    separate = limit < fraction < 1 - limit
+    if not separate:
+        return fraction, False, None, None
+    return fraction, True, make(scored[amplified]), make(scored[~amplified])
+
+
+def _notes(summary: CaseSummary) -> tuple[str, ...]:
+    notes = []
+    if summary.n_excluded:
+        detail = ", ".join(f"{reason} {n}" for reason, n in summary.exclusion_reasons)
+        notes.append(f"{summary.n_excluded} nuclei were not scored ({detail}).")
+    pct = round(100 * summary.ci_level)
+    if summary.ratio_ci is not None:
+        lo, hi = summary.ratio_ci
+        notes.append(f"Bootstrap {pct}% interval of the ratio over nuclei: {lo:.2f} to {hi:.2f}.")
+    if summary.mean_her2_ci is not None:
+        lo, hi = summary.mean_her2_ci
+        notes.append(f"Bootstrap {pct}% interval of the mean HER2: {lo:.2f} to {hi:.2f}.")
+    if summary.recount_change_probability is not None:
+        notes.append(
+            f"A recount of the same size would change the band ({summary.band}) with "
+            f"probability {summary.recount_change_probability:.2f} (bootstrap estimate)."
+        )
+    if summary.has_separate_population:
+        notes += _population_notes(summary)
+    return tuple(notes)
+
+
+def _population_notes(summary: CaseSummary) -> list[str]:
+    amp, rest = summary.amplified_population, summary.rest_population
+    notes = [
+        f"Heterogeneity: {summary.amplified_fraction:.0%} of scored nuclei are individually "
+        "amplified (more than 10%) and form a separate population; report both populations."
+    ]
+    for name, population in (("Amplified", amp), ("Other", rest)):
+        notes.append(
+            f"{name} population: {population.n_nuclei} nuclei, mean HER2 "
+            f"{population.mean_her2:.2f}, ratio "
+            + ("undefined" if population.ratio is None else f"{population.ratio:.2f}")
+            + f" ({population.band or 'band undefined'})."
+        )
+    if amp.n_nuclei < 20:
+        notes.append(
+            f"Count at least 20 nuclei of the amplified population separately "
+            f"({amp.n_nuclei} so far)."
+        )
+    return notes
+
+
+def score_case(
+    cells: pd.DataFrame,
+    *,
+    spots: pd.DataFrame | None = None,
+    rng: int | np.random.Generator | None = None,
+    rule_set: str | RuleSet = DEFAULT_RULE_SET,
+    n_resamples: int = 2000,
+    ci_level: float = 0.95,
+    weak_snr: float = WEAK_SNR,
+) -> CaseSummary:
+    """Summarise the scored nuclei of one case.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        Cell table with at least ``image, label, n_her2, n_cep17, is_scored``
+        (:data:`ishcount.tables.CELL_SCHEMA`); all images of one case.
+    spots : pandas.DataFrame, optional
+        Spot table of the same images (needs ``label`` and ``snr``) for the signal flags.
+    rng : None, int or numpy.random.Generator
+        Seed of the bootstrap.
+    rule_set : str or RuleSet
+        Rule set whose bands define the recount-change probability.
+    n_resamples : int
+        Bootstrap resamples.
+    ci_level : float
+        Confidence level in (0, 1).
+    weak_snr : float
+        Signals with a lower ``snr`` are weak.
+
+    Returns
+    -------
+    CaseSummary
+
+    Raises
+    ------
+    TypeError
+        If ``cells`` is not a DataFrame or ``rng`` is of the wrong type.
+    ValueError
+        If columns are missing, counts are negative or NaN, or an option is out of range.
+
+    Notes
+    -----
+    The ratio is total HER2 / total CEP17 over the scored nuclei (a ratio of sums, never a
+    mean of per-cell ratios). Intervals are percentile bootstrap intervals over nuclei
+    (resampling nuclei with replacement, same size); the recount-change probability is the
+    share of resamples whose band differs. Heterogeneity: when more than 10% of scored
+    nuclei are individually amplified (:func:`is_amplified`) and the other nuclei are also
+    more than 10% (so a uniformly amplified tumour is one population), the amplified nuclei
+    form a separate population and both populations are summarised. Quality flags: signals
+    outside nuclei (limit 10%), weak signals (limit 25%), scorable nuclei among those away
+    from the image edge (limit 50%, a project convention).
+
+    References
+    ----------
+    .. [1] Wolff AC et al. J Clin Oncol 2018;36:2105-2122.
+    .. [2] Efron B, Tibshirani RJ. An Introduction to the Bootstrap. Chapman & Hall, 1993.
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"image": ["a", "b"] * 10, "label": range(20),
+    ...                       "n_her2": [9, 7] * 10, "n_cep17": [2] * 20, "is_scored": True})
+    >>> s = score_case(cells, rng=1)
+    >>> s.band, s.mean_her2, s.ratio, s.amplified_fraction, s.has_separate_population
+    ('group 1', 8.0, 4.0, 1.0, False)
+    """
+    cells = _checked_cells(cells)
+    if not 0 < ci_level < 1:
+        raise ValueError(f"ci_level must lie in (0, 1), got {ci_level!r}")
+    if int(n_resamples) < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples!r}")
+    rules, generator = get_rule_set(rule_set), _as_generator(rng)
+    scored = cells[cells["is_scored"].astype(bool)]
+
+    def make(part: pd.DataFrame) -> CaseSummary:
+        return _population(part, rules, generator, int(n_resamples), ci_level)
+
+    pooled = make(scored)
+    fraction, separate, amplified, rest = _heterogeneity(scored, make)
+    flags = _scorable_flag(cells)
+    if spots is not None:
+        flags += signal_quality_flags(spots, weak_snr=weak_snr)
+    summary = replace(
+        pooled,
+        n_excluded=int(len(cells) - len(scored)),
+        exclusion_reasons=_exclusions(cells),
+        amplified_fraction=fraction,
+        has_separate_population=separate,
+        amplified_population=amplified,
+        rest_population=rest,
+        quality_flags=flags,
+    )
+    return replace(summary, notes=_notes(summary))
