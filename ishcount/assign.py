@@ -266,9 +266,9 @@ def nucleus_solidity(labels: np.ndarray, ids: np.ndarray | None = None) -> np.nd
 
     Notes
     -----
-    Measured on labels subsampled so that the median nucleus is about 40 pixels
-    across: solidity is scale-free, and the convex hulls of full-resolution
-    nuclei (often > 100 pixels across) cost ten times more for the same answer.
+    Measured on labels subsampled by :func:`measuring_step`: solidity is
+    scale-free, and the convex hulls of full-resolution nuclei (often > 100
+    pixels across) cost ten times more for the same answer.
 
     Examples
     --------
@@ -278,16 +278,38 @@ def nucleus_solidity(labels: np.ndarray, ids: np.ndarray | None = None) -> np.nd
     >>> float(np.round(nucleus_solidity(labels)[0], 2))
     0.8
     """
-    present = np.unique(labels)
-    present = present[present > 0]
-    ids = present if ids is None else np.asarray(ids)
-    if present.size == 0:
-        return np.ones(len(ids))
-    median_area = np.median(np.bincount(labels.ravel())[present])
-    step = max(1, int(np.sqrt(median_area) / 40))
+    ids = _label_ids(labels) if ids is None else np.asarray(ids)
+    if ids.size == 0:
+        return np.ones(0)
+    step = measuring_step(labels)
     props = regionprops_table(labels[::step, ::step], properties=("label", "solidity"))
     solidity = pd.Series(props["solidity"], index=props["label"])
     return solidity.reindex(ids).fillna(1.0).to_numpy()
+
+
+def _label_ids(labels: np.ndarray) -> np.ndarray:
+    present = np.unique(labels)
+    return present[present > 0]
+
+
+def measuring_step(labels: np.ndarray, target_px: float = 20.0) -> int:
+    """Subsampling step at which the median nucleus is about ``target_px`` pixels across.
+
+    Shape and brightness measures are computed at that step: they are scale-free, and
+    full-resolution nuclei (often > 100 pixels across) cost far more for the same answer.
+
+    Examples
+    --------
+    >>> labels = np.zeros((400, 400), np.int32)
+    >>> labels[:100, :100] = 1
+    >>> measuring_step(labels)
+    5
+    """
+    counts = np.bincount(labels.ravel())[1:]
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        return 1
+    return max(1, int(np.sqrt(np.median(counts)) / target_px))
 
 
 def bright_fraction(
@@ -315,21 +337,29 @@ def bright_fraction(
     -----
     Where two nuclei overlap in a section, their DAPI adds up, so part of the
     object is about twice as bright as the rest. Chromatin texture also varies,
-    hence the image is smoothed over about two pixels first and the fraction,
-    not a single pixel, is thresholded.
+    hence the image is block-averaged (:func:`measuring_step`) and smoothed
+    first, and the fraction, not a single pixel, is thresholded.
     """
     dapi = np.asarray(dapi, dtype=np.float32)
     if dapi.ndim == 3:
         dapi = dapi.max(axis=0)
     if dapi.shape != labels.shape:
         raise ValueError(f"dapi must have the labels' shape {labels.shape}, got {dapi.shape}")
-    smooth = ndi.uniform_filter(dapi, size=5)
-    medians = np.asarray(ndi.median(smooth, labels, ids), dtype=np.float64)
+    step = measuring_step(labels)
+    height, width = (labels.shape[0] // step) * step, (labels.shape[1] // step) * step
+    small = dapi[:height, :width].reshape(height // step, step, width // step, step).mean((1, 3))
+    small_labels = labels[:height:step, :width:step]
+    smooth = ndi.uniform_filter(small, size=max(3, 5 // step))
+    fg = small_labels > 0
+    values, owners = smooth[fg], small_labels[fg]
     size = int(labels.max()) + 1
-    threshold = np.zeros(size)
-    threshold[ids] = factor * medians
-    fg = labels > 0
-    bright = smooth[fg] > threshold[labels[fg]]
-    n_bright = np.bincount(labels[fg][bright], minlength=size)[ids]
-    n_total = np.bincount(labels[fg], minlength=size)[ids]
+    n_total = np.bincount(owners, minlength=size)
+    order = np.lexsort((values, owners))
+    starts = np.concatenate([[0], np.cumsum(n_total)[:-1]])
+    medians = values[order][np.minimum(starts + n_total // 2, max(len(values) - 1, 0))]
+    threshold = (
+        np.where(n_total > 0, factor * medians, np.inf) if len(values) else np.full(size, np.inf)
+    )
+    n_bright = np.bincount(owners[values > threshold[owners]], minlength=size)
+    n_bright, n_total = n_bright[ids], n_total[ids]
     return n_bright / np.maximum(n_total, 1)
