@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 
+from ishcount.segment import edge_labels
 from ishcount.tables import CELL_SCHEMA, conform, empty_table
 
 #: Exclusion reasons, in the order they are tested: a nucleus carries the first that applies.
@@ -172,7 +173,7 @@ def count_spots(
         }
     )
     cells = cells.join(_signal_counts(spots, cells["label"]), on="label")
-    cells["touches_border"] = np.isin(cells["label"], _border_labels(labels))
+    cells["touches_border"] = np.isin(cells["label"], edge_labels(labels))
     cells["exclusion_reason"] = _exclusion_reasons(cells, labels, dapi, roi, params)
     cells["is_scored"] = cells["exclusion_reason"] == ""
     return conform(cells, CELL_SCHEMA)
@@ -199,11 +200,6 @@ def _signal_counts(spots: pd.DataFrame, label_ids: pd.Series) -> pd.DataFrame:
         }
     )
     return counts.reindex(label_ids.to_numpy()).fillna(0).astype(np.int64)
-
-
-def _border_labels(labels: np.ndarray) -> np.ndarray:
-    edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    return np.unique(edges[edges > 0])
 
 
 def _exclusion_reasons(
