@@ -30,6 +30,14 @@ RESEARCH_USE_NOTICE = (
 # never pulls in a GUI toolkit. Each maps to the module that defines it.
 _PUBLIC = {
     "FishImage": "ishcount.image",
+    "read_image": "ishcount.io",
+    "segment_nuclei": "ishcount.segment",
+    "detect_spots": "ishcount.spots",
+    "assign_spots": "ishcount.assign",
+    "count_spots": "ishcount.assign",
+    "analyze_image": "ishcount.analyze",
+    "AnalysisParams": "ishcount.analyze",
+    "ImageResult": "ishcount.analyze",
     "score_case": "ishcount.score",
     "CaseSummary": "ishcount.score",
     "classify": "ishcount.rules",

@@ -1,11 +1,14 @@
 """The ``ishcount`` command.
 
 Subcommands are registered in :func:`build_parser`; each has a handler
-``_run_<name>(args) -> int``. ``classify`` classifies counts made by hand at the
-microscope; ``rules`` lists the rule sets.
+``_run_<name>(args) -> int``. ``run`` analyses folders of images and writes a
+report per case; ``classify`` classifies counts made by hand at the
+microscope; ``rules`` lists the rule sets; ``synth`` writes synthetic cases.
 
-Exit codes: 0 when a result (or listing) was printed, whatever the call;
-2 for invalid arguments or values (the message names the argument).
+Exit codes: 0 when everything asked for was done (for ``classify``: a result
+was printed, whatever the call); 1 when ``run`` finished but at least one image
+failed (the rest of the batch and every case report were still written);
+2 for invalid arguments, values or inputs (the message names them).
 
 Examples
 --------
@@ -26,11 +29,13 @@ from ishcount import RESEARCH_USE_NOTICE, __version__
 from ishcount.rules import DEFAULT_RULE_SET, RULE_SETS, Classification, Counts, classify
 
 EXIT_OK = 0
+EXIT_FAILED_IMAGES = 1
 EXIT_USAGE = 2
 
 _EPILOG = (
-    "exit codes: 0 = result printed (any call, including 'insufficient'); "
-    "2 = invalid arguments or values. " + RESEARCH_USE_NOTICE
+    "exit codes: 0 = done (for classify: a result was printed, any call); "
+    "1 = run finished but some images failed (see each case.json); "
+    "2 = invalid arguments, values or inputs. " + RESEARCH_USE_NOTICE
 )
 
 
@@ -68,6 +73,49 @@ def _add_rules(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_rules)
 
 
+def _add_run(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="analyse folders of images: one folder = one case, a folder of folders = a batch",
+        description="Segment nuclei, detect and count HER2/CEP17 signals in every image, pool "
+        "each case's fields, classify it and write cells.csv, spots.csv, case.json, label images "
+        "and report.html per case plus summary.csv. A rerun skips images whose results exist "
+        "for the same input files and parameters.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    parser.add_argument("--out", required=True, help="output folder (not inside an input)")
+    parser.add_argument(
+        "--pipeline", default=None, help="pipeline name or YAML file (default breast-dual-probe)"
+    )
+    parser.add_argument("--ihc", help="concurrent IHC score for every case: 0, 1+, 2+ or 3+")
+    parser.add_argument(
+        "--channels",
+        help="channel indices when the files do not name them, e.g. dapi=0,her2=1,cep17=2",
+    )
+    parser.add_argument(
+        "--pixel-size-um", help="pixel size when the files do not give it: X, or Y,X or Z,Y,X"
+    )
+    parser.add_argument(
+        "--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786"
+    )
+    parser.add_argument("--workers", type=int, help="local worker processes (default: CPUs)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
+    parser.set_defaults(handler=_run_run)
+
+
+def _add_synth(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "synth",
+        help="write a synthetic case with exact ground truth",
+        description="Write a synthetic HER2/CEP17 FISH case; arguments as for "
+        "'python -m ishcount.synthetic' (see 'ishcount synth --help').",
+        add_help=False,
+    )
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=_run_synth)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``ishcount`` argument parser with one subparser per command.
 
@@ -83,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ishcount {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
+    _add_run(subparsers)
     _add_classify(subparsers)
     _add_rules(subparsers)
+    _add_synth(subparsers)
     return parser
 
 
@@ -155,6 +205,79 @@ def _run_rules(args: argparse.Namespace) -> int:
         default = "  [default]" if rules.name == DEFAULT_RULE_SET else ""
         print(f"{rules.describe()}{default}")
     return EXIT_OK
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from ishcount.config import load_pipeline
+    from ishcount.io import parse_channels, parse_spacing_um
+    from ishcount.pipeline import RunOptions, discover_cases, run_batch
+    from ishcount.rules import parse_ihc
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    config = load_pipeline(args.pipeline)
+    options = RunOptions(
+        channels=parse_channels(args.channels) if args.channels else None,
+        spacing_um=parse_spacing_um(args.pixel_size_um) if args.pixel_size_um else None,
+        ihc=parse_ihc(args.ihc),
+        seed=args.seed,
+    )
+    total = sum(len(case.sources) for case in discover_cases(args.inputs, config=config))
+    progress = _Progress(total)
+    outcomes = run_batch(
+        args.inputs,
+        args.out,
+        config=config,
+        options=options,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        on_field=progress.update,
+    )
+    progress.close()
+    for outcome in outcomes:
+        print(outcome.one_line)
+    failed = sum(len(o.failed_fields) for o in outcomes)
+    print(f"Results in {args.out} (summary.csv, <case>/report.html). {RESEARCH_USE_NOTICE}")
+    if failed:
+        print(
+            f"{failed} image(s) failed; the reason for each is in its case.json.", file=sys.stderr
+        )
+        return EXIT_FAILED_IMAGES
+    return EXIT_OK
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a line per image when stderr is not a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, record: object) -> None:
+        self.done += 1
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        status = getattr(record, "status", "")
+        name = f"{getattr(record, 'case', '')}/{getattr(record, 'name', '')}"
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {name} {status}"
+        if status == "failed":
+            line += f": {getattr(record, 'error', '')}"
+        print(
+            ("\r" + line + " " * 10) if self.tty else line,
+            end="" if self.tty else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from ishcount.synthetic import main as synth_main
+
+    return synth_main(args.args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,208 @@
+"""One field through every stage: nuclei, signals, clusters, assignment, counts.
+
+:func:`analyze_image` is the single place where the per-image stages are
+chained. It is a pure function of a :class:`~ishcount.image.FishImage` and an
+:class:`AnalysisParams`; files, Dask and GUIs live in the shells around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ishcount._frozen import freeze
+from ishcount.assign import CountParams, assign_spots, count_spots
+from ishcount.image import FishImage
+from ishcount.segment import prepare_labels, segment_nuclei
+from ishcount.spots import detect_spots
+from ishcount.tables import SPOT_SCHEMA, conform, empty_table
+
+SIGNAL_CHANNELS = ("her2", "cep17")
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    """Parameters of every per-image stage.
+
+    Parameters
+    ----------
+    segment : mapping
+        Keyword arguments of :func:`ishcount.segment_nuclei` (``spacing_um`` excluded:
+        it comes from the image).
+    her2, cep17 : mapping
+        Keyword arguments of :func:`ishcount.detect_spots` for each signal channel.
+    count : CountParams
+        Which nuclei are scorable.
+
+    Examples
+    --------
+    >>> params = AnalysisParams(her2={"threshold_snr": 5.0})
+    >>> params.her2["threshold_snr"], params.count.min_area_um2
+    (5.0, 25.0)
+    >>> len(params.digest())
+    16
+    """
+
+    segment: Mapping[str, Any] = field(default_factory=dict)
+    her2: Mapping[str, Any] = field(default_factory=dict)
+    cep17: Mapping[str, Any] = field(default_factory=dict)
+    count: CountParams = field(default_factory=CountParams)
+
+    def __post_init__(self) -> None:
+        for name in ("segment", "her2", "cep17"):
+            object.__setattr__(self, name, freeze(getattr(self, name)))
+        if not isinstance(self.count, CountParams):
+            raise TypeError(f"count must be a CountParams, got {type(self.count).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form, for provenance."""
+        return {
+            "segment": dict(self.segment),
+            "her2": dict(self.her2),
+            "cep17": dict(self.cep17),
+            "count": {f.name: getattr(self.count, f.name) for f in fields(self.count)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AnalysisParams:
+        """Inverse of :meth:`to_dict`."""
+        count = CountParams(**dict(data.get("count", {})))
+        return cls(
+            segment=data.get("segment", {}),
+            her2=data.get("her2", {}),
+            cep17=data.get("cep17", {}),
+            count=count,
+        )
+
+    def digest(self) -> str:
+        """A short stable hash of the parameters (used to decide whether results are current)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def with_count(self, **changes: Any) -> AnalysisParams:
+        """Return a copy with some :class:`CountParams` fields changed."""
+        return replace(self, count=replace(self.count, **changes))
+
+
+@dataclass(frozen=True, eq=False)
+class ImageResult:
+    """Everything :func:`analyze_image` found in one field.
+
+    Attributes
+    ----------
+    name : str
+        Field name.
+    labels : ndarray of int32, shape (Y, X)
+        Nucleus labels (2D footprints, also for z-stacks).
+    spots : pandas.DataFrame
+        Signals of both channels (:data:`ishcount.tables.SPOT_SCHEMA`), ``label`` set.
+    cells : pandas.DataFrame
+        One row per nucleus (:data:`ishcount.tables.CELL_SCHEMA`).
+    params : AnalysisParams
+        Parameters used.
+    spacing_um : tuple of float
+        Pixel size of the image analysed.
+    seconds : mapping of str to float
+        Wall time of each stage.
+    """
+
+    name: str
+    labels: np.ndarray
+    spots: pd.DataFrame
+    cells: pd.DataFrame
+    params: AnalysisParams
+    spacing_um: tuple[float, ...]
+    seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+def analyze_image(
+    image: FishImage,
+    *,
+    params: AnalysisParams | None = None,
+    labels: np.ndarray | None = None,
+    roi: np.ndarray | None = None,
+) -> ImageResult:
+    """Segment nuclei, detect and assign signals and count them per nucleus.
+
+    Parameters
+    ----------
+    image : FishImage
+        One field; ``cep17`` may be ``None`` for a single-probe assay.
+    params : AnalysisParams, optional
+        Stage parameters; defaults suit a 60-100x objective.
+    labels : ndarray of int, shape (Y, X), optional
+        Nuclei segmented elsewhere (Cellpose, StarDist, a person). Used instead of
+        :func:`ishcount.segment_nuclei` after :func:`ishcount.segment.prepare_labels`.
+    roi : ndarray of bool, shape (Y, X), optional
+        Region to score (for example the invasive tumour outlined by a pathologist).
+
+    Returns
+    -------
+    ImageResult
+
+    Examples
+    --------
+    >>> from ishcount.synthetic import make_field
+    >>> result = analyze_image(make_field("group5", shape=(512, 512), rng=1).image)
+    >>> int(result.cells["is_scored"].sum()) > 5
+    True
+    """
+    if not isinstance(image, FishImage):
+        raise TypeError(f"image must be a FishImage, got {type(image).__name__}")
+    params = params or AnalysisParams()
+    seconds: dict[str, float] = {}
+    lateral = image.spacing_um[-2:]
+    plane_shape = image.shape[-2:]
+
+    start = time.perf_counter()
+    if labels is None:
+        labels = segment_nuclei(image.dapi, spacing_um=image.spacing_um, roi=roi, **params.segment)
+    else:
+        labels = prepare_labels(labels, shape=plane_shape, spacing_um=image.spacing_um, roi=roi)
+    seconds["segment"] = time.perf_counter() - start
+
+    tables = []
+    for channel in SIGNAL_CHANNELS:
+        array = image.channel(channel)
+        if array is None:
+            continue
+        start = time.perf_counter()
+        found = detect_spots(
+            array, spacing_um=image.spacing_um, channel=channel, **getattr(params, channel)
+        )
+        seconds[channel] = time.perf_counter() - start
+        tables.append(found)
+    spots = pd.concat(tables, ignore_index=True) if tables else empty_table(SPOT_SCHEMA)
+    spots["spot_id"] = np.arange(len(spots), dtype=np.int64)
+
+    start = time.perf_counter()
+    spots = conform(assign_spots(spots, labels), SPOT_SCHEMA)
+    count = params.count
+    if image.cep17 is None and count.require_both_signals:
+        count = replace(count, require_both_signals=False)
+    cells = count_spots(
+        spots,
+        labels,
+        spacing_um=lateral,
+        image=image.name,
+        dapi=image.dapi,
+        roi=roi,
+        params=count,
+    )
+    seconds["count"] = time.perf_counter() - start
+    return ImageResult(
+        name=image.name,
+        labels=labels,
+        spots=spots,
+        cells=cells,
+        params=params,
+        spacing_um=image.spacing_um,
+        seconds=freeze(seconds),
+    )

@@ -1,0 +1,523 @@
+"""Batch runs: folders of images through the stages as a Dask graph.
+
+A folder of images is one case (each image a field); a folder of such folders
+is a batch. One image is one task through every per-image stage
+(:func:`process_field`); each case then pools its fields' nuclei through
+:func:`ishcount.score.score_case` and :func:`ishcount.rules.classify`
+(:func:`finish_case`).
+
+By default the tasks run on this machine in worker processes (a
+``dask.distributed.LocalCluster`` started and stopped by the run: nothing to
+install or start). ``scheduler="tcp://host:8786"`` sends the same tasks to an
+existing Dask cluster; its workers must see the input and output folders
+(a shared file system) and have ishcount installed.
+
+Results are resumable: each field writes ``fields/<name>/field.json`` last,
+holding the SHA-256 of its input files and the digest of the parameters; a
+rerun skips fields whose record matches and recomputes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ishcount import __version__
+from ishcount.analyze import ImageResult, analyze_image
+from ishcount.config import PipelineConfig, load_pipeline
+from ishcount.image import FishImage
+from ishcount.io import (
+    ImageSource,
+    find_images,
+    read_image,
+    sha256_file,
+    write_json,
+    write_labels,
+    write_table,
+)
+from ishcount.report import field_figures, write_case_report
+from ishcount.rules import classify
+from ishcount.score import score_case
+from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform, empty_table
+from ishcount.tiles import analyze_tiled
+
+FIELD_RECORD = "field.json"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case: a name and the fields (images) that belong to it."""
+
+    name: str
+    folder: Path
+    sources: tuple[ImageSource, ...]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line adds to a pipeline file.
+
+    Parameters
+    ----------
+    channels : mapping of str to int, optional
+        Channel indices; override the image metadata and the pipeline file.
+    spacing_um : float or tuple of float, optional
+        Pixel size; overrides the image metadata and the pipeline file.
+    ihc : str, optional
+        Concurrent IHC score (0, 1+, 2+, 3+) for every case of the run.
+    seed : int
+        Seed of the bootstrap intervals.
+    """
+
+    channels: dict[str, int] | None = None
+    spacing_um: float | tuple[float, ...] | None = None
+    ihc: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FieldRecord:
+    """Outcome of one field task (small, so it travels back from workers cheaply)."""
+
+    case: str
+    name: str
+    status: str  # "done", "resumed" or "failed"
+    error: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # path -> sha256
+    n_nuclei: int = 0
+    n_scored: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the field has results."""
+        return self.status != "failed"
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """Outcome of one case."""
+
+    name: str
+    directory: Path
+    fields: tuple[FieldRecord, ...]
+    record: dict[str, Any]
+
+    @property
+    def failed_fields(self) -> tuple[FieldRecord, ...]:
+        """Fields that could not be analysed."""
+        return tuple(f for f in self.fields if not f.ok)
+
+    @property
+    def one_line(self) -> str:
+        """``case: group, call, ratio, mean HER2 (n nuclei, fields)`` for the terminal."""
+        result = self.record.get("classification") or {}
+        summary = self.record.get("summary") or {}
+        counts = summary.get("counts") or {}
+        ratio = result.get("ratio")
+        mean = result.get("mean_her2")
+        text = (
+            f"{self.name}: {result.get('call', 'no result')}"
+            + (f", group {result['group']}" if result.get("group") else "")
+            + (f", ratio {ratio:.2f}" if ratio is not None else "")
+            + (f", mean HER2 {mean:.2f}" if mean is not None else "")
+            + f" ({counts.get('n_nuclei', 0)} nuclei in {len(self.fields)} fields"
+        )
+        failed = len(self.failed_fields)
+        return text + (f", {failed} failed)" if failed else ")")
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def discover_cases(
+    inputs: Sequence[str | os.PathLike[str]], *, config: PipelineConfig | None = None
+) -> list[Case]:
+    """Find the cases under the input paths.
+
+    Parameters
+    ----------
+    inputs : sequence of path
+        Image files (each its own one-field case), case folders (holding images), or
+        batch folders (holding case folders).
+    config : PipelineConfig, optional
+        Supplies the per-channel file-name patterns.
+
+    Returns
+    -------
+    list of Case
+        In input order, then by name.
+
+    Raises
+    ------
+    ValueError
+        For a path that does not exist, a folder with no images, or two cases with one name.
+    """
+    patterns = dict(config.channel_files) if config and config.channel_files else None
+    cases: list[Case] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            cases.append(Case(_stem(path), path.parent, (ImageSource.from_path(path),)))
+            continue
+        if not path.is_dir():
+            raise ValueError(f"{path}: no such file or folder")
+        found = _cases_in(path, patterns)
+        if not found:
+            raise ValueError(f"{path}: no images found (nor case folders holding images)")
+        cases.extend(found)
+    names = [case.name for case in cases]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"two inputs give cases of the same name: {duplicates}")
+    return cases
+
+
+def _cases_in(folder: Path, patterns: dict[str, str] | None) -> list[Case]:
+    cases = []
+    sources = find_images(folder, channel_patterns=patterns)
+    if sources:
+        cases.append(Case(folder.name, folder, tuple(sources)))
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        sub_sources = find_images(sub, channel_patterns=patterns)
+        if sub_sources:
+            cases.append(Case(sub.name, sub, tuple(sub_sources)))
+    return cases
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def check_output_folder(out: Path, cases: Sequence[Case]) -> Path:
+    """Refuse an output folder inside an input folder, and case names that escape it."""
+    out = Path(out).resolve()
+    for case in cases:
+        folder = case.folder.resolve()
+        if out == folder or folder in out.parents:
+            raise ValueError(f"--out {out} lies inside the input folder {folder}; choose another")
+        target = (out / case.name).resolve()
+        if target.parent != out or case.name in ("", ".", ".."):
+            raise ValueError(f"case name {case.name!r} would write outside {out}")
+    return out
+
+
+# ----------------------------------------------------------------------------- one field
+
+
+def process_field(
+    case: str, source: ImageSource, case_dir: Path, config: PipelineConfig, options: RunOptions
+) -> FieldRecord:
+    """Analyse one field and write its results; the unit of work of a batch.
+
+    Skips the work when ``fields/<name>/field.json`` records the same input hashes and
+    parameters. Never raises for a bad image: the failure is recorded and returned.
+    """
+    start = time.perf_counter()
+    field_dir = case_dir / "fields" / source.name
+    try:
+        files = {str(p): sha256_file(p) for p in source.paths}
+    except OSError as err:
+        return FieldRecord(case, source.name, "failed", f"{source.paths[0]}: {err}")
+    key = _field_key(files, config, options)
+    previous = _read_record(field_dir / FIELD_RECORD)
+    if previous.get("key") == key and previous.get("status") == "done":
+        return FieldRecord(
+            case,
+            source.name,
+            "resumed",
+            files=files,
+            n_nuclei=previous["n_nuclei"],
+            n_scored=previous["n_scored"],
+        )
+    try:
+        image, result = _analyse(source, config, options)
+        _write_field(image, result, field_dir, case_dir)
+    except Exception as err:
+        message = str(err) if str(source.paths[0]) in str(err) else f"{source.paths[0]}: {err}"
+        record = FieldRecord(
+            case, source.name, "failed", message, files, seconds=time.perf_counter() - start
+        )
+        field_dir.mkdir(parents=True, exist_ok=True)
+        write_json({"key": key, "status": "failed", "error": message}, field_dir / FIELD_RECORD)
+        return record
+    n_scored = int(result.cells["is_scored"].sum())
+    write_json(
+        {
+            "key": key,
+            "status": "done",
+            "n_nuclei": len(result.cells),
+            "n_scored": n_scored,
+            "seconds": dict(result.seconds),
+        },
+        field_dir / FIELD_RECORD,
+    )
+    return FieldRecord(
+        case,
+        source.name,
+        "done",
+        "",
+        files,
+        len(result.cells),
+        n_scored,
+        time.perf_counter() - start,
+    )
+
+
+def _field_key(files: dict[str, str], config: PipelineConfig, options: RunOptions) -> dict:
+    return {
+        "inputs": sorted(files.values()),
+        "params": config.analysis.digest(),
+        "channels": options.channels or (dict(config.channels) if config.channels else None),
+        "spacing_um": options.spacing_um or config.pixel_size_um,
+        "ishcount": __version__,
+    }
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _analyse(
+    source: ImageSource, config: PipelineConfig, options: RunOptions
+) -> tuple[FishImage, ImageResult]:
+    image = read_image(
+        source,
+        channels=options.channels,
+        spacing_um=options.spacing_um,
+        default_channels=config.channels,
+        default_spacing_um=config.pixel_size_um,
+    )
+    if max(image.shape[-2:]) > config.tile_size:
+        return image, analyze_tiled(image, params=config.analysis, tile_size=config.tile_size)
+    return image, analyze_image(image, params=config.analysis)
+
+
+def _write_field(image: FishImage, result: ImageResult, field_dir: Path, case_dir: Path) -> None:
+    field_dir.mkdir(parents=True, exist_ok=True)
+    (case_dir / "labels").mkdir(parents=True, exist_ok=True)
+    write_table(result.cells, field_dir / "cells.csv")
+    spots = result.spots.assign(image=result.name)
+    write_table(spots, field_dir / "spots.csv")
+    write_labels(
+        result.labels, case_dir / "labels" / f"{result.name}.tif", spacing_um=result.spacing_um[-2:]
+    )
+    write_json(field_figures(image, result.labels, result.cells), field_dir / "figures.json")
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def finish_case(
+    case: Case,
+    records: Sequence[FieldRecord],
+    case_dir: Path,
+    config: PipelineConfig,
+    options: RunOptions,
+) -> CaseOutcome:
+    """Pool the fields of a case, score and classify it, and write its outputs."""
+    done = [r for r in records if r.ok]
+    cells = _concat([case_dir / "fields" / r.name / "cells.csv" for r in done], CELL_SCHEMA)
+    spots = _concat([case_dir / "fields" / r.name / "spots.csv" for r in done], SPOT_SCHEMA)
+    write_table(cells, case_dir / "cells.csv")
+    write_table(spots, case_dir / "spots.csv")
+    summary = score_case(cells, spots=spots, rng=options.seed, rule_set=config.rule_set)
+    result = classify(summary, rule_set=config.rule_set, ihc=options.ihc)
+    record = write_case_report(
+        case_dir,
+        case=case.name,
+        summary=summary,
+        classification=result,
+        fields=[_field_entry(r) for r in records],
+        cells=cells,
+        provenance=provenance(config, options),
+    )
+    return CaseOutcome(case.name, case_dir, tuple(records), record)
+
+
+def _concat(paths: Sequence[Path], schema: dict[str, str]) -> pd.DataFrame:
+    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        table = empty_table(schema)
+        return table.assign(image=pd.Series(dtype="object")) if "image" not in schema else table
+    table = pd.concat(frames, ignore_index=True)
+    for column, dtype in schema.items():
+        if dtype == "object":
+            table[column] = table[column].fillna("").astype(str)
+    return conform(table, schema)
+
+
+def _field_entry(record: FieldRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "status": record.status,
+        "error": record.error,
+        "files": [{"path": p, "sha256": h} for p, h in record.files.items()],
+        "n_nuclei": record.n_nuclei,
+        "n_scored": record.n_scored,
+        "seconds": round(record.seconds, 3),
+    }
+
+
+def provenance(config: PipelineConfig, options: RunOptions) -> dict[str, Any]:
+    """Parameters, rule set, versions of ishcount and its dependencies."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    deps = {}
+    for package in ("numpy", "scipy", "scikit-image", "tifffile", "pandas", "dask"):
+        try:
+            deps[package] = version(package)
+        except PackageNotFoundError:
+            deps[package] = None
+    return {
+        "ishcount": __version__,
+        "dependencies": deps,
+        "pipeline": config.to_dict(),
+        "options": {
+            "channels": options.channels,
+            "spacing_um": options.spacing_um,
+            "ihc": options.ihc,
+            "seed": options.seed,
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- the batch
+
+
+def run_batch(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    config: PipelineConfig | str | None = None,
+    options: RunOptions | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    on_field: Callable[[FieldRecord], None] | None = None,
+) -> list[CaseOutcome]:
+    """Run every field of every case through the stages and write the case outputs.
+
+    Parameters
+    ----------
+    inputs : sequence of path
+        Image files, case folders or batch folders (see :func:`discover_cases`).
+    out : path
+        Output folder; ``out/<case>/`` per case and ``out/summary.csv``.
+    config : PipelineConfig or str, optional
+        Pipeline (default ``breast-dual-probe``).
+    options : RunOptions, optional
+        Channel mapping, pixel size, IHC score and seed from the command line.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``). Default: a local
+        cluster of worker processes for this run (or none when ``workers == 1``).
+    workers : int, optional
+        Local worker processes; default the number of CPUs.
+    on_field : callable, optional
+        Called with each :class:`FieldRecord` as it completes (progress display).
+
+    Returns
+    -------
+    list of CaseOutcome
+    """
+    config = config if isinstance(config, PipelineConfig) else load_pipeline(config)
+    options = options or RunOptions()
+    cases = discover_cases(inputs, config=config)
+    out_dir = check_output_folder(Path(out), cases)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [(case, source) for case in cases for source in case.sources]
+    for case in cases:
+        (out_dir / case.name).mkdir(exist_ok=True)
+    records = _run_tasks(tasks, out_dir, config, options, scheduler, workers, on_field)
+    outcomes = []
+    for case in cases:
+        case_records = [records[(case.name, s.name)] for s in case.sources]
+        outcomes.append(finish_case(case, case_records, out_dir / case.name, config, options))
+    write_table(summary_table(outcomes), out_dir / "summary.csv")
+    return outcomes
+
+
+def _run_tasks(tasks, out_dir, config, options, scheduler, workers, on_field):
+    records: dict[tuple[str, str], FieldRecord] = {}
+
+    def collect(record: FieldRecord) -> None:
+        records[(record.case, record.name)] = record
+        if on_field is not None:
+            on_field(record)
+
+    if scheduler is None and (workers == 1 or len(tasks) <= 1):
+        for case, source in tasks:
+            collect(process_field(case.name, source, out_dir / case.name, config, options))
+        return records
+
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    if scheduler is None:
+        n_workers = workers or os.cpu_count() or 1
+        cluster = LocalCluster(
+            n_workers=min(n_workers, len(tasks)),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        client = Client(cluster)
+    else:
+        cluster, client = None, Client(scheduler)
+    try:
+        futures = [
+            client.submit(
+                process_field,
+                case.name,
+                source,
+                out_dir / case.name,
+                config,
+                options,
+                key=f"ishcount-field-{case.name}-{source.name}-{i}",
+                pure=False,
+            )
+            for i, (case, source) in enumerate(tasks)
+        ]
+        for future in as_completed(futures):
+            collect(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return records
+
+
+def summary_table(outcomes: Sequence[CaseOutcome]) -> pd.DataFrame:
+    """One row per case: the figures and the result, for ``summary.csv``."""
+    rows = []
+    for outcome in outcomes:
+        result = outcome.record.get("classification") or {}
+        counts = (outcome.record.get("summary") or {}).get("counts") or {}
+        rows.append(
+            {
+                "case": outcome.name,
+                "fields": len(outcome.fields),
+                "failed_fields": len(outcome.failed_fields),
+                "nuclei_scored": counts.get("n_nuclei", 0),
+                "mean_her2": result.get("mean_her2"),
+                "mean_cep17": result.get("mean_cep17"),
+                "ratio": result.get("ratio"),
+                "group": result.get("group"),
+                "call": result.get("call"),
+                "rule_set": result.get("rule_set"),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,416 @@
+"""Case reports: ``case.json`` and a self-contained, printable ``report.html``.
+
+The HTML page is rendered from the same record that is written to
+``case.json``, so what a pathologist reads and what a program reads agree.
+Field overviews and the nucleus gallery are small PNG images embedded in the
+page (no external files, scripts or fonts), made by :func:`field_figures` in
+the worker that analysed the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import json
+import math
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from skimage.segmentation import find_boundaries
+
+from ishcount import RESEARCH_USE_NOTICE, __version__
+from ishcount.image import FishImage
+from ishcount.io import atomic_write, write_json
+
+OVERVIEW_MAX_PX = 900
+GALLERY_SIZE = 24
+SCORED_RGB = (255, 255, 255)
+EXCLUDED_RGB = (255, 176, 0)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Encode an 8-bit RGB image as PNG bytes (stdlib zlib only).
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (Y, X, 3)
+
+    Returns
+    -------
+    bytes
+
+    Examples
+    --------
+    >>> encode_png(np.zeros((2, 3, 3), np.uint8))[:8]
+    b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width, _ = rgb.shape
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, -1)], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def composite_rgb(image: FishImage, step: int = 1) -> np.ndarray:
+    """Display composite: HER2 red, CEP17 green, DAPI blue, each stretched to 1-99.8 percentiles.
+
+    Parameters
+    ----------
+    image : FishImage
+        z-stacks are max-projected.
+    step : int
+        Keep every ``step``-th pixel along y and x (block maximum, so signals survive).
+
+    Returns
+    -------
+    ndarray of uint8, shape (Y // step, X // step, 3)
+    """
+    planes = []
+    for name in ("her2", "cep17", "dapi"):
+        array = image.channel(name)
+        if array is None:
+            planes.append(None)
+            continue
+        plane = np.asarray(array, dtype=np.float32)
+        if plane.ndim == 3:
+            plane = plane.max(axis=0)
+        planes.append(_block_max(plane, step))
+    shape = next(p.shape for p in planes if p is not None)
+    rgb = np.zeros((*shape, 3), np.uint8)
+    for index, plane in enumerate(planes):
+        if plane is None:
+            continue
+        low, high = np.percentile(plane, (1.0, 99.8))
+        scaled = (plane - low) / max(float(high - low), 1e-6)
+        rgb[..., index] = np.clip(scaled * 255.0, 0, 255).astype(np.uint8)
+    return rgb
+
+
+def _block_max(plane: np.ndarray, step: int) -> np.ndarray:
+    if step == 1:
+        return plane
+    height, width = (plane.shape[0] // step) * step, (plane.shape[1] // step) * step
+    blocks = plane[:height, :width].reshape(height // step, step, width // step, step)
+    return blocks.max(axis=(1, 3))
+
+
+def field_figures(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> dict[str, Any]:
+    """Overview and nucleus gallery of one analysed field, as embeddable PNGs.
+
+    Parameters
+    ----------
+    image : FishImage
+        The field.
+    labels : ndarray of int, shape (Y, X)
+        Its nuclei.
+    cells : pandas.DataFrame
+        Its cell table (``label``, ``is_scored``, counts).
+
+    Returns
+    -------
+    dict
+        ``overview`` (base64 PNG with scored nuclei outlined white and excluded ones amber),
+        ``step`` (downsampling factor) and ``gallery`` (scored nuclei: label, counts, PNG).
+    """
+    step = max(1, math.ceil(max(labels.shape) / OVERVIEW_MAX_PX))
+    rgb = composite_rgb(image, step)
+    small = labels[::step, ::step][: rgb.shape[0], : rgb.shape[1]]
+    scored = set(cells.loc[cells["is_scored"], "label"].tolist())
+    edges = find_boundaries(small, mode="inner")
+    is_scored = np.isin(small, list(scored))
+    rgb[edges & is_scored] = SCORED_RGB
+    rgb[edges & ~is_scored] = EXCLUDED_RGB
+    return {
+        "overview": base64.b64encode(encode_png(rgb)).decode("ascii"),
+        "step": step,
+        "gallery": _gallery(image, labels, cells),
+    }
+
+
+def _gallery(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> list[dict[str, Any]]:
+    chosen = cells[cells["is_scored"]].sort_values(["n_her2", "label"], ascending=[False, True])
+    if len(chosen) > GALLERY_SIZE:
+        picks = np.linspace(0, len(chosen) - 1, GALLERY_SIZE).round().astype(int)
+        chosen = chosen.iloc[np.unique(picks)]
+    items = []
+    full = composite_rgb(image) if len(chosen) else None
+    for row in chosen.itertuples():
+        ys, xs = np.nonzero(labels == row.label)
+        y0, y1 = max(ys.min() - 8, 0), min(ys.max() + 9, labels.shape[0])
+        x0, x1 = max(xs.min() - 8, 0), min(xs.max() + 9, labels.shape[1])
+        crop = full[y0:y1, x0:x1].copy()
+        crop[find_boundaries(labels[y0:y1, x0:x1] == row.label, mode="inner")] = SCORED_RGB
+        items.append(
+            {
+                "label": int(row.label),
+                "n_her2": int(row.n_her2),
+                "n_cep17": int(row.n_cep17),
+                "n_her2_clusters": int(row.n_her2_clusters),
+                "png": base64.b64encode(encode_png(crop)).decode("ascii"),
+            }
+        )
+    return items
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def jsonable(value: Any) -> Any:
+    """Convert dataclasses, numpy scalars, tuples and paths into JSON-ready values.
+
+    Examples
+    --------
+    >>> jsonable({"a": (np.int64(1), np.float32(0.5)), "b": Path("x")})
+    {'a': [1, 0.5], 'b': 'x'}
+    """
+    if hasattr(value, "to_dict") and not isinstance(value, pd.DataFrame):
+        return jsonable(value.to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def case_record(
+    *,
+    case: str,
+    summary: Any,
+    classification: Any,
+    fields: Sequence[Mapping[str, Any]],
+    provenance: Mapping[str, Any],
+    audit: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The ``case.json`` record of one case."""
+    result = jsonable(classification)
+    return {
+        "case": case,
+        "research_use_only": RESEARCH_USE_NOTICE,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "ishcount_version": __version__,
+        "classification": result,
+        "summary": jsonable(summary),
+        "quality_flags": result.get("quality_flags", []),
+        "fields": [dict(f) for f in fields],
+        "failed_fields": [
+            {"name": f["name"], "error": f["error"]} for f in fields if f["status"] == "failed"
+        ],
+        "review": {"audit": [dict(a) for a in (audit or [])]},
+        "provenance": jsonable(provenance),
+    }
+
+
+def write_case_report(
+    case_dir: Path,
+    *,
+    case: str,
+    summary: Any,
+    classification: Any,
+    fields: Sequence[Mapping[str, Any]],
+    cells: pd.DataFrame,
+    provenance: Mapping[str, Any],
+    audit: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Write ``case.json`` and ``report.html`` into ``case_dir`` atomically.
+
+    Returns
+    -------
+    dict
+        The record written to ``case.json``.
+    """
+    record = case_record(
+        case=case,
+        summary=summary,
+        classification=classification,
+        fields=fields,
+        provenance=provenance,
+        audit=audit,
+    )
+    write_json(record, case_dir / "case.json")
+    figures = {}
+    for entry in fields:
+        path = case_dir / "fields" / entry["name"] / "figures.json"
+        if entry["status"] != "failed" and path.is_file():
+            figures[entry["name"]] = json.loads(path.read_text(encoding="utf-8"))
+    page = render_html(record, figures)
+    atomic_write(case_dir / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return record
+
+
+# ----------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1d2329;margin:2em auto;
+max-width:1100px;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{border-bottom:1px solid #ccd;padding-bottom:.2em;margin-top:1.6em}
+.notice{background:#fff4d6;border:1px solid #e0b84f;padding:.6em 1em;border-radius:4px}
+.result{display:flex;flex-wrap:wrap;gap:1em;margin:1em 0}
+.result div{border:1px solid #ccd;border-radius:6px;padding:.5em 1em;min-width:9em}
+.result b{display:block;font-size:1.4em}
+table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccd;padding:.25em .6em;text-align:left}
+.tripped{color:#a40000;font-weight:bold}.failed{color:#a40000}
+.gallery{display:flex;flex-wrap:wrap;gap:.6em}
+.gallery figure{margin:0;text-align:center;font-size:12px}
+.gallery img{height:110px;image-rendering:pixelated}
+img.overview{max-width:100%;border:1px solid #ccd}
+@media print{.field{page-break-inside:avoid}}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return _e(value)
+
+
+def _ci(interval: Any) -> str:
+    if not interval:
+        return ""
+    return f" (95% CI {interval[0]:.2f}-{interval[1]:.2f})"
+
+
+def _items(title: str, values: Sequence[str]) -> str:
+    if not values:
+        return ""
+    return f"<h3>{_e(title)}</h3><ul>" + "".join(f"<li>{_e(v)}</li>" for v in values) + "</ul>"
+
+
+def render_html(record: Mapping[str, Any], figures: Mapping[str, Mapping[str, Any]]) -> str:
+    """Render a case record (and its field figures) as one self-contained HTML page."""
+    result = record.get("classification") or {}
+    summary = record.get("summary") or {}
+    counts = summary.get("counts") or {}
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>ishcount report: {_e(record['case'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>HER2 FISH report: {_e(record['case'])}</h1>",
+        f"<p class='notice'><b>Research use only.</b> {_e(record['research_use_only'])}</p>",
+        "<div class='result'>",
+        f"<div>Result<b>{_e(result.get('call', 'no result'))}</b></div>",
+        f"<div>Group<b>{_e(result.get('group') or result.get('band') or 'n/a')}</b></div>",
+        f"<div>HER2/CEP17 ratio<b>{_fmt(result.get('ratio'))}</b>"
+        f"{_e(_ci(summary.get('ratio_ci')))}</div>",
+        f"<div>Mean HER2 / cell<b>{_fmt(result.get('mean_her2'))}</b>"
+        f"{_e(_ci(summary.get('mean_her2_ci')))}</div>",
+        f"<div>Mean CEP17 / cell<b>{_fmt(result.get('mean_cep17'))}</b></div>",
+        f"<div>Nuclei scored<b>{_e(counts.get('n_nuclei', 0))}</b>"
+        f"in {_e(counts.get('n_fields'))} fields</div></div>",
+        f"<p>Rule set: {_e(result.get('rule_set'))} (version {_e(result.get('rule_set_version'))})"
+        + (f"; IHC {_e(result['ihc'])}" if result.get("ihc") else "")
+        + "</p>",
+    ]
+    if result.get("comment"):
+        parts.append(f"<h2>Comment</h2><p>{_e(result['comment'])}</p>")
+    parts.append(_items("Work-up still required", result.get("workup") or []))
+    parts.append(_items("Recommendations", result.get("recommendations") or []))
+    parts.append(_items("Annotations", result.get("annotations") or []))
+    parts.append(_items("Why", result.get("reasons") or []))
+    parts.append(_quality_table(record.get("quality_flags") or []))
+    parts.append(_fields_table(record.get("fields") or [], summary))
+    for name, figure in figures.items():
+        parts.append(_field_section(name, figure))
+    audit = (record.get("review") or {}).get("audit") or []
+    if audit:
+        parts.append(
+            "<h2>Review audit trail</h2><table><tr><th>time</th><th>reviewer</th>"
+            "<th>change</th><th>before</th><th>after</th></tr>"
+        )
+        parts.extend(
+            f"<tr><td>{_e(a.get('time'))}</td><td>{_e(a.get('reviewer'))}</td>"
+            f"<td>{_e(a.get('what'))}</td><td>{_e(a.get('before'))}</td>"
+            f"<td>{_e(a.get('after'))}</td></tr>"
+            for a in audit
+        )
+        parts.append("</table>")
+    prov = record.get("provenance") or {}
+    parts.append(
+        "<h2>Provenance</h2>"
+        f"<p>ishcount {_e(record.get('ishcount_version'))}, pipeline "
+        f"{_e((prov.get('pipeline') or {}).get('name'))}, created {_e(record.get('created'))}. "
+        "Parameters, dependency versions and the SHA-256 of every input file are in case.json.</p>"
+        f"<p class='notice'>{_e(RESEARCH_USE_NOTICE)}</p></body></html>"
+    )
+    return "\n".join(p for p in parts if p)
+
+
+def _quality_table(flags: Sequence[Mapping[str, Any]]) -> str:
+    if not flags:
+        return ""
+    rows = "".join(
+        f"<tr class='{'tripped' if f.get('tripped') else ''}'><td>{_e(f.get('name'))}</td>"
+        f"<td>{_fmt(f.get('value'), 3)}</td><td>{_fmt(f.get('limit'), 3)}</td>"
+        f"<td>{'TRIPPED' if f.get('tripped') else 'ok'}</td><td>{_e(f.get('message'))}</td></tr>"
+        for f in flags
+    )
+    return (
+        "<h2>Quality flags</h2><table><tr><th>check</th><th>value</th><th>limit</th>"
+        f"<th>status</th><th>meaning</th></tr>{rows}</table>"
+    )
+
+
+def _fields_table(fields: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
+    rows = "".join(
+        f"<tr class='{'failed' if f['status'] == 'failed' else ''}'><td>{_e(f['name'])}</td>"
+        f"<td>{_e(f['status'])}</td><td>{_e(f['n_nuclei'])}</td><td>{_e(f['n_scored'])}</td>"
+        f"<td>{_e(f.get('error'))}</td></tr>"
+        for f in fields
+    )
+    reasons = summary.get("exclusion_reasons") or []
+    excluded = ", ".join(f"{_e(reason)}: {_e(n)}" for reason, n in reasons) or "none"
+    return (
+        "<h2>Fields</h2><table><tr><th>field</th><th>status</th><th>nuclei</th><th>scored</th>"
+        f"<th>error</th></tr>{rows}</table><p>Nuclei not scored, by reason: {excluded}.</p>"
+    )
+
+
+def _field_section(name: str, figure: Mapping[str, Any]) -> str:
+    gallery = "".join(
+        f"<figure><img alt='nucleus {g['label']}' src='data:image/png;base64,{g['png']}'>"
+        f"<figcaption>#{g['label']}: HER2 {g['n_her2']}, CEP17 {g['n_cep17']}"
+        + (f" ({g['n_her2_clusters']} cl.)" if g["n_her2_clusters"] else "")
+        + "</figcaption></figure>"
+        for g in figure.get("gallery", [])
+    )
+    return (
+        f"<div class='field'><h2>Field {_e(name)}</h2>"
+        f"<img class='overview' alt='field {_e(name)}' "
+        f"src='data:image/png;base64,{figure['overview']}'>"
+        "<p>HER2 red, CEP17 green, DAPI blue; scored nuclei outlined white, excluded amber.</p>"
+        f"<div class='gallery'>{gallery}</div></div>"
+    )

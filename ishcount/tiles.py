@@ -1,0 +1,216 @@
+"""Images larger than a field (stitched scans) in overlapping tiles.
+
+Each tile is a core region plus a halo at least one maximal nucleus diameter
+wide. A nucleus belongs to the tile whose core holds its centroid: the halo
+guarantees that this tile sees it whole, so its segmentation, signals and
+counts come from one complete view. Signals inside a nucleus come from the
+tile that owns the nucleus; signals outside every nucleus come from the tile
+whose core holds them. Every nucleus and every signal is therefore reported
+exactly once, and memory is bounded by the tile size (plus the label image of
+the whole field, the one output that grows with it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ishcount._frozen import freeze
+from ishcount.analyze import AnalysisParams, ImageResult, analyze_image
+from ishcount.image import FishImage
+from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform, empty_table
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the region analysed (``outer``) and the region it answers for (``core``).
+
+    Bounds are ``(y0, y1, x0, x1)`` in pixels of the whole image, end-exclusive.
+    """
+
+    core: tuple[int, int, int, int]
+    outer: tuple[int, int, int, int]
+
+
+def plan_tiles(shape: tuple[int, int], tile_size: int, halo: int) -> list[Tile]:
+    """Cover an image with tiles whose cores partition it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(Y, X)`` of the image.
+    tile_size : int
+        Side of a core region in pixels.
+    halo : int
+        Extra pixels analysed on every side of a core (clipped at the image edge).
+
+    Returns
+    -------
+    list of Tile
+
+    Examples
+    --------
+    >>> tiles = plan_tiles((100, 250), tile_size=100, halo=10)
+    >>> [t.core for t in tiles]
+    [(0, 100, 0, 100), (0, 100, 100, 200), (0, 100, 200, 250)]
+    >>> tiles[1].outer
+    (0, 100, 90, 210)
+    """
+    if tile_size < 1 or halo < 0:
+        raise ValueError(f"tile_size must be >= 1 and halo >= 0, got {tile_size} and {halo}")
+    tiles = []
+    for y0 in range(0, shape[0], tile_size):
+        for x0 in range(0, shape[1], tile_size):
+            y1, x1 = min(y0 + tile_size, shape[0]), min(x0 + tile_size, shape[1])
+            outer = (
+                max(y0 - halo, 0),
+                min(y1 + halo, shape[0]),
+                max(x0 - halo, 0),
+                min(x1 + halo, shape[1]),
+            )
+            tiles.append(Tile((y0, y1, x0, x1), outer))
+    return tiles
+
+
+def halo_for(params: AnalysisParams, spacing_um: tuple[float, ...]) -> int:
+    """Halo in pixels: the diameter of the largest nucleus the parameters allow, plus 16 px."""
+    max_area = params.segment.get("max_area_um2") or params.count.max_area_um2
+    diameter_um = 2.0 * math.sqrt(float(max_area) / math.pi)
+    return math.ceil(diameter_um / min(spacing_um[-2:])) + 16
+
+
+def crop(image: FishImage, bounds: tuple[int, int, int, int]) -> FishImage:
+    """Return the region ``bounds`` of every channel as a new in-memory image."""
+    y0, y1, x0, x1 = bounds
+    arrays = {
+        name: None
+        if image.channel(name) is None
+        else np.asarray(image.channel(name)[..., y0:y1, x0:x1])
+        for name in ("dapi", "her2", "cep17")
+    }
+    return FishImage(
+        spacing_um=image.spacing_um, name=image.name, metadata=image.metadata, **arrays
+    )
+
+
+def analyze_tiled(
+    image: FishImage,
+    *,
+    params: AnalysisParams | None = None,
+    tile_size: int = 2048,
+    workers: int = 1,
+) -> ImageResult:
+    """Analyse a large image in overlapping tiles and join the results.
+
+    Parameters
+    ----------
+    image : FishImage
+        Any size; Dask-backed channels are read one tile at a time.
+    params : AnalysisParams, optional
+        Stage parameters.
+    tile_size : int
+        Core size of a tile in pixels.
+    workers : int
+        Tiles analysed at once (threads; the filters release the GIL).
+
+    Returns
+    -------
+    ImageResult
+        As :func:`ishcount.analyze_image` would give for the whole image, with labels
+        numbered tile by tile.
+    """
+    params = params or AnalysisParams()
+    tiles = plan_tiles(image.shape[-2:], tile_size, halo_for(params, image.spacing_um))
+    start = time.perf_counter()
+    labels = np.zeros(image.shape[-2:], np.int32)
+    cells, spots = [], []
+    for tile, result in _analyse_tiles(image, tiles, params, workers):
+        kept_cells, kept_spots = _keep_owned(tile, result, labels)
+        cells.append(kept_cells)
+        spots.append(kept_spots)
+    cells_table = _join(cells, CELL_SCHEMA)
+    spot_table = _join(spots, SPOT_SCHEMA)
+    spot_table = _drop_duplicates_outside(spot_table, labels)
+    spot_table["spot_id"] = np.arange(len(spot_table), dtype=np.int64)
+    return ImageResult(
+        name=image.name,
+        labels=labels,
+        spots=conform(spot_table, SPOT_SCHEMA),
+        cells=conform(cells_table.sort_values("label", ignore_index=True), CELL_SCHEMA),
+        params=params,
+        spacing_um=image.spacing_um,
+        seconds=freeze({"tiles": time.perf_counter() - start, "n_tiles": len(tiles)}),
+    )
+
+
+def _analyse_tiles(
+    image: FishImage, tiles: list[Tile], params: AnalysisParams, workers: int
+) -> Iterator[tuple[Tile, ImageResult]]:
+    def run(tile: Tile) -> ImageResult:
+        return analyze_image(crop(image, tile.outer), params=params)
+
+    if workers <= 1:
+        for tile in tiles:
+            yield tile, run(tile)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from zip(tiles, pool.map(run, tiles), strict=True)
+
+
+def _keep_owned(
+    tile: Tile, result: ImageResult, labels: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paste the nuclei this tile owns into ``labels``; return their rows and signals."""
+    oy, _, ox, _ = tile.outer
+    cy0, cy1, cx0, cx1 = tile.core
+    cells = result.cells
+    owned = (
+        (cells["centroid_y"] + oy >= cy0)
+        & (cells["centroid_y"] + oy < cy1)
+        & (cells["centroid_x"] + ox >= cx0)
+        & (cells["centroid_x"] + ox < cx1)
+    )
+    cells = cells[owned].copy()
+    first = int(labels.max()) + 1
+    new_ids = np.zeros(int(result.labels.max()) + 1, np.int32)
+    new_ids[cells["label"].to_numpy()] = np.arange(first, first + len(cells), dtype=np.int32)
+    local = new_ids[result.labels]
+    y0, y1, x0, x1 = tile.outer
+    window = labels[y0:y1, x0:x1]
+    window[local > 0] = local[local > 0]
+    cells["label"] = new_ids[cells["label"].to_numpy()]
+    cells["centroid_y"] += oy
+    cells["centroid_x"] += ox
+
+    spots = result.spots.copy()
+    spots["y"] += oy
+    spots["x"] += ox
+    in_core = (spots["y"] >= cy0) & (spots["y"] < cy1) & (spots["x"] >= cx0) & (spots["x"] < cx1)
+    in_owned = spots["label"].to_numpy() > 0
+    in_owned[in_owned] = new_ids[spots["label"].to_numpy()[in_owned]] > 0
+    keep = in_owned | ((spots["label"] == 0) & in_core)
+    spots = spots[keep].copy()
+    spots["label"] = new_ids[spots["label"].to_numpy()]
+    return cells, spots
+
+
+def _join(parts: list[pd.DataFrame], schema: dict[str, str]) -> pd.DataFrame:
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else empty_table(schema)
+
+
+def _drop_duplicates_outside(spots: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Drop 'outside' signals that lie in a nucleus another tile owns (it reports them)."""
+    if len(spots) == 0:
+        return spots
+    y = np.clip(np.rint(spots["y"].to_numpy()).astype(np.int64), 0, labels.shape[0] - 1)
+    x = np.clip(np.rint(spots["x"].to_numpy()).astype(np.int64), 0, labels.shape[1] - 1)
+    covered = labels[y, x] > 0
+    return spots[~((spots["label"] == 0).to_numpy() & covered)].reset_index(drop=True)

@@ -1,0 +1,143 @@
+"""Batch runs: outputs, failures, resume, refusal of unsafe output folders, a real Dask cluster."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ishcount.cli import main
+from ishcount.pipeline import RunOptions, discover_cases, run_batch
+from ishcount.synthetic import make_case, write_case
+from ishcount.tables import CELL_SCHEMA
+
+SHAPE = (384, 384)
+SPACING = (0.16, 0.16)  # coarse pixels: many nuclei in a small, fast field
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("batch")
+    for preset, seed in (("group1", 11), ("group5", 12)):
+        case = make_case(preset, n_fields=2, shape=SHAPE, spacing_um=SPACING, rng=seed)
+        write_case(case, root / "in" / preset)
+    return root / "in"
+
+
+def digest_tree(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_run_writes_every_output_and_leaves_inputs_alone(batch, tmp_path):
+    before = digest_tree(batch)
+    outcomes = run_batch([batch], tmp_path / "out", options=RunOptions(seed=1), workers=1)
+    assert digest_tree(batch) == before
+    assert [o.name for o in outcomes] == ["group1", "group5"]
+    for outcome in outcomes:
+        case_dir = tmp_path / "out" / outcome.name
+        cells = pd.read_csv(case_dir / "cells.csv")
+        assert list(cells.columns[: len(CELL_SCHEMA)]) == list(CELL_SCHEMA)
+        assert set(cells["image"]) == {
+            s.name for s in discover_cases([batch / outcome.name])[0].sources
+        }
+        spots = pd.read_csv(case_dir / "spots.csv")
+        assert {"label", "channel", "copies", "image"} <= set(spots.columns)
+        # the per-nucleus counts are the sums of the signal table
+        inside = spots[spots["label"] > 0]
+        her2 = inside[inside["channel"] == "her2"].groupby(["image", "label"])["copies"].sum()
+        merged = cells.set_index(["image", "label"])["n_her2"]
+        assert (her2.reindex(merged.index).fillna(0).astype(int) == merged).all()
+        record = json.loads((case_dir / "case.json").read_text())
+        assert record["classification"]["call"]
+        hashes = {f["path"]: f["sha256"] for field in record["fields"] for f in field["files"]}
+        for path, sha in hashes.items():
+            assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
+        assert record["provenance"]["pipeline"]["rule_set"] == "asco-cap-2018-breast-dual"
+        assert "numpy" in record["provenance"]["dependencies"]
+        for field in record["fields"]:
+            assert (case_dir / "labels" / f"{field['name']}.tif").is_file()
+        page = (case_dir / "report.html").read_text()
+        assert "qualified pathologist" in page
+        assert page.count("data:image/png;base64,") >= 2
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary["case"].tolist() == ["group1", "group5"]
+    assert summary["group"].tolist() == [1, 5]
+
+
+def test_corrupt_file_fails_alone_and_rerun_resumes(batch, tmp_path):
+    broken = tmp_path / "in" / "group5"
+    broken.mkdir(parents=True)
+    for path in (batch / "group5").iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    (broken / "group5_zz_corrupt.ome.tif").write_bytes(b"II*\x00 this is not a TIFF")
+    out = tmp_path / "out"
+    assert main(["run", str(broken), "--out", str(out), "--workers", "1"]) == 1
+    record = json.loads((out / "group5" / "case.json").read_text())
+    failed = record["failed_fields"]
+    assert [f["name"] for f in failed] == ["group5_zz_corrupt"]
+    assert "group5_zz_corrupt.ome.tif" in failed[0]["error"]
+    assert record["summary"]["counts"]["n_nuclei"] > 0, "the good fields still give a result"
+    first_cells = (out / "group5" / "cells.csv").read_text()
+
+    # simulate an interrupted run: one field's completion record is missing
+    good = sorted((out / "group5" / "fields").iterdir())[0]
+    (good / "field.json").unlink()
+    seen = []
+    run_batch([broken], out, workers=1, on_field=seen.append)
+    status = {r.name: r.status for r in seen}
+    assert status[good.name] == "done"
+    assert status["group5_zz_corrupt"] == "failed"
+    assert [s for n, s in status.items() if n not in (good.name, "group5_zz_corrupt")] == [
+        "resumed"
+    ]
+    assert (out / "group5" / "cells.csv").read_text() == first_cells
+
+
+def test_changed_parameters_are_recomputed(batch, tmp_path):
+    out = tmp_path / "out"
+    run_batch([batch / "group5"], out, workers=1)
+    seen = []
+    run_batch([batch / "group5"], out, workers=1, on_field=seen.append)
+    assert {r.status for r in seen} == {"resumed"}
+    seen.clear()
+    run_batch(
+        [batch / "group5"],
+        out,
+        workers=1,
+        options=RunOptions(spacing_um=0.17),
+        on_field=seen.append,
+    )
+    assert {r.status for r in seen} == {"done"}
+
+
+def test_output_inside_input_is_refused(batch):
+    assert main(["run", str(batch), "--out", str(batch / "group1" / "results")]) == 2
+
+
+def test_unknown_input_and_bad_workers_are_usage_errors(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_local_cluster_gives_the_local_results(batch, tmp_path):
+    from dask.distributed import LocalCluster
+
+    local = run_batch([batch], tmp_path / "local", workers=1)
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote = run_batch([batch], tmp_path / "remote", scheduler=cluster.scheduler_address)
+    for a, b in zip(local, remote, strict=True):
+        cells_a = pd.read_csv(tmp_path / "local" / a.name / "cells.csv")
+        cells_b = pd.read_csv(tmp_path / "remote" / b.name / "cells.csv")
+        pd.testing.assert_frame_equal(cells_a, cells_b)
+        assert a.record["classification"] == b.record["classification"]
+    assert np.isfinite([o.record["classification"]["ratio"] for o in remote]).all()
