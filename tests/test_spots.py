@@ -1,0 +1,441 @@
+"""Tests of ishcount.spots on analytic images with known spots.
+
+Spots are pixel-integrated Gaussians (sigma 1.4 px = 0.14 um at 0.1 um pixels) with
+Poisson shot noise, so every expectation below is derived from the rendered truth.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+from scipy.special import erf
+
+from ishcount.spots import (
+    detect_spots,
+    estimate_cluster_copies,
+    estimate_noise,
+    find_candidates,
+    gaussian_smooth,
+    half_sample_mode,
+    merge_split_signals,
+    remove_broadband,
+    single_signal_reference,
+    spot_filter,
+)
+from ishcount.tables import SPOT_SCHEMA
+
+SIGMA_PX = 1.4
+SPACING = (0.1, 0.1)
+
+
+def _axis_weights(centres: np.ndarray, n: int, sigma: float) -> np.ndarray:
+    edges = np.arange(n + 1) - 0.5
+    cdf = 0.5 * (1 + erf((edges[None, :] - centres[:, None]) / (np.sqrt(2) * sigma)))
+    return np.diff(cdf, axis=1)  # (n_spots, n): pixel-integrated 1D Gaussian
+
+
+def render(shape, positions, amplitudes, *, sigma=SIGMA_PX, background=100.0):
+    """Noise-free image: background plus pixel-integrated Gaussian spots."""
+    positions = np.asarray(positions, dtype=float).reshape(-1, 2)
+    amplitudes = np.broadcast_to(np.asarray(amplitudes, dtype=float), (len(positions),))
+    image = np.broadcast_to(np.asarray(background, dtype=float), shape).copy()
+    if len(positions):
+        wy = _axis_weights(positions[:, 0], shape[0], sigma)
+        wx = _axis_weights(positions[:, 1], shape[1], sigma)
+        flux = amplitudes * 2 * np.pi * sigma**2
+        image += np.einsum("k,ky,kx->yx", flux, wy, wx)
+    return image
+
+
+def noisy(image, seed=0):
+    return np.random.default_rng(seed).poisson(image).astype(np.uint16)
+
+
+def grid_positions(shape, step, jitter_seed=0, margin=12):
+    rng = np.random.default_rng(jitter_seed)
+    ys, xs = np.meshgrid(
+        np.arange(margin, shape[0] - margin, step), np.arange(margin, shape[1] - margin, step)
+    )
+    points = np.column_stack([ys.ravel(), xs.ravel()]).astype(float)
+    return points + rng.uniform(-0.5, 0.5, points.shape)
+
+
+def match(found: pd.DataFrame, truth: np.ndarray, max_distance=1.5):
+    """(true positives, false positives, false negatives, distances of matches)."""
+    if len(found) == 0:
+        return 0, 0, len(truth), np.array([])
+    distance, _ = cKDTree(found[["y", "x"]].to_numpy()).query(truth)
+    tp = int((distance <= max_distance).sum())
+    return tp, len(found) - tp, len(truth) - tp, distance[distance <= max_distance]
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def test_isolated_spots_found_with_subpixel_positions_and_schema():
+    shape = (160, 160)
+    truth = grid_positions(shape, 16)
+    image = noisy(render(shape, truth, 300.0))
+    found = detect_spots(image, spacing_um=SPACING, channel="cep17")
+    tp, fp, fn, distance = match(found, truth)
+    assert (tp, fp, fn) == (len(truth), 0, 0)
+    assert np.sqrt(np.mean(distance**2)) < 0.2  # pixels; SNR ~ 30
+    assert list(found.columns[: len(SPOT_SCHEMA)]) == list(SPOT_SCHEMA)
+    assert dict(found.dtypes.astype(str)) == SPOT_SCHEMA
+    assert set(found.channel) == {"cep17"}
+    assert (found.label == 0).all()
+    assert (found.z == 0).all()
+    assert (found.copies == 1).all()
+    assert not found.is_cluster.any()
+    assert found.spot_id.tolist() == list(range(len(found)))
+    # Measured quantities agree with the rendered truth.
+    assert np.median(found.amplitude) == pytest.approx(300, rel=0.1)
+    assert np.median(found.sigma) == pytest.approx(SIGMA_PX, rel=0.15)
+    assert np.median(found.background) == pytest.approx(100, abs=3)
+    assert np.median(found.intensity) == pytest.approx(300 * 2 * np.pi * SIGMA_PX**2, rel=0.1)
+    assert found.attrs["reference_source"] == "isolated"
+
+
+def test_weak_spots_found_and_pure_noise_gives_almost_nothing():
+    shape = (192, 192)
+    truth = grid_positions(shape, 16, jitter_seed=1)
+    background = 400.0  # shot-noise sd 20 counts
+    image = noisy(render(shape, truth, 80.0, background=background), seed=2)  # A / noise = 4
+    tp, fp, _fn, _ = match(detect_spots(image, spacing_um=SPACING), truth)
+    assert tp >= 0.95 * len(truth)
+    assert fp <= 1
+    blank = noisy(np.full((256, 256), background), seed=3)
+    assert len(detect_spots(blank, spacing_um=SPACING)) <= 1
+
+
+def test_threshold_follows_the_image_noise():
+    shape = (128, 128)
+    quiet = detect_spots(noisy(np.full(shape, 50.0), seed=4))
+    loud = detect_spots(noisy(np.full(shape, 800.0), seed=4))
+    # Poisson noise grows as sqrt(background): 4x from 50 to 800 counts.
+    ratio = loud.attrs["noise_sd"] / quiet.attrs["noise_sd"]
+    assert ratio == pytest.approx(4.0, rel=0.15)
+    assert loud.attrs["threshold"] == pytest.approx(5.0 * loud.attrs["noise_sd"], rel=0.05)
+
+
+def test_fixed_threshold_and_threshold_snr():
+    image = noisy(render((96, 96), grid_positions((96, 96), 16), 200.0))
+    assert len(detect_spots(image, threshold=1e6)) == 0
+    assert len(detect_spots(image, threshold_snr=5.0)) == len(grid_positions((96, 96), 16))
+
+
+def test_gradient_and_uneven_background():
+    shape = (160, 160)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    background = 80 + 1.5 * xx + 60 * np.exp(-((yy - 80) ** 2 + (xx - 60) ** 2) / (2 * 40.0**2))
+    truth = grid_positions(shape, 16, jitter_seed=5)
+    found = detect_spots(noisy(render(shape, truth, 250.0, background=background), seed=5))
+    _tp, fp, fn, _ = match(found, truth)
+    assert (fp, fn) == (0, 0)
+    expected = background[np.rint(found.y).astype(int), np.rint(found.x).astype(int)]
+    assert np.abs(found.background - expected).max() < 10
+    assert np.median(found.amplitude) == pytest.approx(250, rel=0.1)
+
+
+def test_empty_and_constant_images_give_typed_empty_tables():
+    for image in (np.zeros((32, 32)), np.full((20, 30), 7.0, dtype=np.float32)):
+        table = detect_spots(image)
+        assert len(table) == 0
+        assert dict(table.dtypes.astype(str)) == SPOT_SCHEMA
+
+
+def test_mask_restricts_candidates():
+    shape = (96, 96)
+    truth = grid_positions(shape, 16)
+    image = noisy(render(shape, truth, 300.0))
+    mask = np.zeros(shape, bool)
+    mask[:, :48] = True
+    found = detect_spots(image, mask=mask)
+    assert len(found) == int((truth[:, 1] < 47.5).sum())
+    assert (found.x < 48).all()
+
+
+def test_z_stack_detection():
+    shape, sigma_z = (9, 64, 64), 1.2
+    truth = np.array([[4.0, 20.3, 20.0], [3.2, 40.0, 44.6], [5.0, 20.0, 45.0]])
+    z = np.arange(shape[0])[:, None, None]
+    image = np.full(shape, 100.0)
+    for tz, ty, tx in truth:
+        plane = render(shape[1:], [[ty, tx]], 300.0, background=0.0)
+        image += plane * np.exp(-((z - tz) ** 2) / (2 * sigma_z**2))
+    found = detect_spots(
+        noisy(image, seed=6), spacing_um=(0.35, 0.1, 0.1), spot_sigma_um=(0.42, 0.14, 0.14)
+    )
+    assert len(found) == 3
+    distance, _ = cKDTree(found[["z", "y", "x"]].to_numpy()).query(truth)
+    assert distance.max() < 0.5
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+def _cluster_scene(seed, copies=8, radius_px=4.0, bright_single=None):
+    rng = np.random.default_rng(seed)
+    shape = (192, 192)
+    singles = grid_positions(shape, 24, jitter_seed=seed)
+    singles = singles[np.hypot(singles[:, 0] - 96, singles[:, 1] - 96) > 20]
+    angle, r = rng.uniform(0, 2 * np.pi, copies), radius_px * np.sqrt(rng.uniform(0, 1, copies))
+    cluster = np.column_stack([96 + r * np.sin(angle), 96 + r * np.cos(angle)])
+    positions, amplitudes = (
+        [singles, cluster],
+        [np.full(len(singles), 250.0), np.full(copies, 250.0)],
+    )
+    if bright_single is not None:
+        positions.append(np.array([[96.0, 96.0]]))
+        amplitudes.append(np.array([bright_single]))
+        positions[1], amplitudes[1] = positions[1][:0], amplitudes[1][:0]
+    image = render(shape, np.vstack(positions), np.concatenate(amplitudes))
+    return noisy(image, seed=seed), singles
+
+
+@pytest.mark.parametrize(("seed", "copies"), [(1, 5), (2, 8), (3, 12)])
+def test_cluster_copies_from_integrated_intensity(seed, copies):
+    image, singles = _cluster_scene(seed, copies)
+    found = detect_spots(image, spacing_um=SPACING, channel="her2")
+    clusters = found[found.is_cluster]
+    assert len(clusters) == 1
+    assert abs(int(clusters.copies.iloc[0]) - copies) <= max(1, round(0.1 * copies))
+    assert np.hypot(clusters.y.iloc[0] - 96, clusters.x.iloc[0] - 96) < 3
+    # Nothing else is counted inside the cluster; the singles are all there.
+    near = np.hypot(found.y - 96, found.x - 96) < 12
+    assert near.sum() == 1
+    _tp, fp, fn, _ = match(found[~found.is_cluster], singles)
+    assert (fp, fn) == (0, 0)
+
+
+def test_bright_single_spot_is_not_split_into_copies():
+    image, _ = _cluster_scene(4, bright_single=4 * 250.0)
+    found = detect_spots(image, spacing_um=SPACING)
+    centre = found[np.hypot(found.y - 96, found.x - 96) < 5]
+    assert len(centre) == 1
+    assert centre.copies.iloc[0] == 1
+    assert not centre.is_cluster.iloc[0]
+
+
+def test_split_signal_counts_once_and_merge_distance_is_a_parameter():
+    shape = (64, 96)
+    halves = [[30.0, 30.0], [30.0, 35.0], [30.0, 70.0]]  # 0.5 um apart, then a lone spot
+    image = noisy(render(shape, halves, [140.0, 140.0, 280.0]), seed=7)
+    found = detect_spots(image, spacing_um=SPACING)
+    assert len(found) == 2
+    assert (found.copies == 1).all()
+    merged = found[found.x < 50]
+    assert merged.x.iloc[0] == pytest.approx(32.5, abs=0.5)
+    assert len(detect_spots(image, spacing_um=SPACING, merge_distance_um=0.2)) == 3
+    far = noisy(render(shape, [[30.0, 30.0], [30.0, 42.0]], 280.0), seed=8)  # 1.2 um apart
+    assert len(detect_spots(far, spacing_um=SPACING)) == 2
+
+
+def test_split_max_ratio_keeps_two_full_signals_apart():
+    shape = (128, 128)
+    singles = grid_positions(shape, 24, margin=10)
+    singles = singles[singles[:, 0] < 70]  # a reference population above the pairs
+    pair_full = [[100.0, 30.0], [100.0, 35.0]]  # two full signals 0.5 um apart
+    pair_half = [[100.0, 80.0], [100.0, 85.0]]  # one signal split into two halves
+    positions = np.vstack([singles, pair_full, pair_half])
+    amplitudes = np.r_[np.full(len(singles), 250.0), 250.0, 250.0, 125.0, 125.0]
+    image = noisy(render(shape, positions, amplitudes), seed=11)
+    by_kit = detect_spots(image, spacing_um=SPACING)
+    by_intensity = detect_spots(image, spacing_um=SPACING, split_max_ratio=1.5)
+    low = lambda table: table[table.y > 90].sort_values("x")  # noqa: E731
+    assert len(low(by_kit)) == 2
+    assert low(by_intensity).x.round().tolist() == [30.0, 35.0, 82.0]
+
+
+def test_user_reference_and_reference_fallbacks():
+    image, _ = _cluster_scene(2, 8)
+    found = detect_spots(image, reference_intensity=2 * 250 * 2 * np.pi * SIGMA_PX**2)
+    assert found.attrs["reference_source"] == "user"
+    assert found.copies[found.is_cluster].iloc[0] == pytest.approx(4, abs=1)  # half of 8
+    few = noisy(render((64, 64), [[20.0, 20.0], [40.0, 44.0], [20.0, 45.0], [45, 15]], 250.0))
+    assert detect_spots(few).attrs["reference_source"] == "all_spots"
+    two = noisy(render((64, 64), [[20.0, 20.0], [40.0, 44.0]], 250.0))
+    table = detect_spots(two)
+    assert table.attrs["reference_source"] == "none"
+    assert len(table) == 2
+
+
+def test_clusters_can_be_disabled():
+    image, _ = _cluster_scene(3, 12)
+    found = detect_spots(image, cluster_min_ratio=np.inf)
+    assert not found.is_cluster.any()
+    assert (found.copies == 1).all()
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def test_gaussian_smooth_matches_scipy():
+    rng = np.random.default_rng(0)
+    for shape, sigma in (((70, 150), 1.4), ((5, 40, 90), (1.0, 1.4, 1.4))):
+        image = rng.normal(100, 10, shape).astype(np.float32)
+        expected = ndi.gaussian_filter(image, sigma, truncate=3.5)
+        assert np.allclose(gaussian_smooth(image, sigma), expected, atol=1e-3)
+
+
+def test_spot_filter_ignores_smooth_background():
+    yy, xx = np.mgrid[:128, :128]
+    smooth = 100 + 0.8 * yy + 20 * np.sin(xx / 60)
+    detection, filtered, background = spot_filter(smooth, sigma_px=SIGMA_PX, block_px=16)
+    assert np.abs(detection[8:-8, 8:-8]).max() < 0.1
+    # Away from the outermost blocks the block-median background follows the surface.
+    assert np.abs(background - smooth)[24:-24, 24:-24].max() < 1.0
+    assert np.abs(filtered[24:-24, 24:-24]).max() < 1.0
+    spot = smooth + render((128, 128), [[64.0, 64.0]], 300.0, background=0.0)
+    detection, filtered, _ = spot_filter(spot, sigma_px=SIGMA_PX, block_px=16)
+    # Matched Gaussian: peak A / 2; minus the Gaussian twice as wide: A / 2 - A / 5.
+    assert filtered[64, 64] == pytest.approx(150, rel=0.05)
+    assert detection[64, 64] == pytest.approx(90, rel=0.05)
+
+
+def test_estimate_noise_is_local_and_ignores_spots():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 1, (128, 256)).astype(np.float32)
+    noise[:, 128:] *= 3
+    noise[::9, ::9] += 50  # sparse outliers (spots) barely move a MAD
+    sd = estimate_noise(noise, block_px=16)
+    assert np.median(sd[:, :96]) == pytest.approx(1.0, rel=0.15)
+    assert np.median(sd[:, 160:]) == pytest.approx(3.0, rel=0.15)
+
+
+def test_find_candidates_plateau_mask_and_shape_errors():
+    image = np.zeros((8, 8))
+    image[3, 3:5] = 2.0  # a plateau gives adjacent maxima
+    assert find_candidates(image, 1.0).tolist() == [[3, 3], [3, 4]]
+    assert find_candidates(image, 1.0, mask=np.zeros((8, 8), bool)).shape == (0, 2)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        find_candidates(image, 1.0, mask=np.ones((3, 3), bool))
+
+
+def test_half_sample_mode_resists_outliers():
+    rng = np.random.default_rng(2)
+    values = np.r_[rng.normal(5.0, 0.2, 100), rng.uniform(6, 40, 90)]
+    assert half_sample_mode(values) == pytest.approx(5.0, abs=0.15)
+    assert half_sample_mode([3.0]) == 3.0
+    with pytest.raises(ValueError, match="finite"):
+        half_sample_mode([np.nan])
+
+
+def test_single_signal_reference_ignores_clusters_and_wide_spots():
+    rng = np.random.default_rng(3)
+    single = rng.lognormal(np.log(1000), 0.3, 50)
+    clusters = rng.uniform(3000, 15000, 60)  # clusters outnumber singles
+    footprint = np.r_[rng.normal(25, 2, 50), rng.normal(70, 10, 60)]
+    ref = single_signal_reference(np.r_[single, clusters], footprint)
+    assert ref.source == "isolated"
+    assert ref.intensity == pytest.approx(np.mean(single), rel=0.1)
+    assert ref.footprint == pytest.approx(25, rel=0.1)
+    isolated = np.zeros(110, bool)
+    isolated[:5] = True
+    assert single_signal_reference(single[:5], footprint[:5]).source == "all_spots"
+    assert single_signal_reference(
+        np.r_[single, clusters], footprint, isolated=isolated
+    ).source == ("all_spots")
+    assert np.isnan(single_signal_reference([1.0, 2.0], [3.0, 3.0]).intensity)
+
+
+def test_estimate_cluster_copies_rules():
+    flux = [1000, 2600, 2600, 6000, 3200, 7000]
+    width = [1.0, 1.0, 1.5, 1.0, 2.0, 2.0]
+    maxima = [1, 1, 1, 1, 2, 3]
+    is_cluster, copies = estimate_cluster_copies(flux, width, maxima, 1000.0)
+    # bright narrow single stays 1; wide and bright is a cluster; two touching bright
+    # signals (3.2 < 2 + 1.5) are not; 3 maxima with 7 signals' intensity are.
+    assert is_cluster.tolist() == [False, False, True, False, False, True]
+    assert copies.tolist() == [1, 1, 3, 1, 1, 7]
+
+
+def test_merge_split_signals_merges_pairs_not_chains():
+    groups = merge_split_signals([[0, 0], [0, 0.5], [5, 0], [5, 0.5], [5, 1.0]], 0.6)
+    assert groups[0] == groups[1]
+    assert len(set(groups[2:].tolist())) == 3 - 1  # one pair in the chain of three
+    assert merge_split_signals(np.zeros((1, 2)), 1.0).tolist() == [0]
+
+
+def test_remove_broadband_keeps_bleed_through_and_singles():
+    base = {
+        "z": 0.0,
+        "amplitude": 1.0,
+        "intensity": 1.0,
+        "background": 0.0,
+        "sigma": 1.0,
+        "snr": 9.0,
+        "label": 0,
+        "spot_id": 0,
+    }
+    her2 = pd.DataFrame(
+        [
+            base
+            | {"channel": "her2", "y": 10.0, "x": 10.0, "is_cluster": True, "copies": 30},  # debris
+            base
+            | {
+                "channel": "her2",
+                "y": 50.0,
+                "x": 50.0,
+                "is_cluster": True,
+                "copies": 12,
+            },  # + bleed
+            base | {"channel": "her2", "y": 80.0, "x": 80.0, "is_cluster": False, "copies": 1},
+        ]
+    )
+    cep17 = pd.DataFrame(
+        [
+            base | {"channel": "cep17", "y": 10.5, "x": 10.0, "is_cluster": True, "copies": 25},
+            base | {"channel": "cep17", "y": 50.0, "x": 50.5, "is_cluster": True, "copies": 2},
+            base | {"channel": "cep17", "y": 80.0, "x": 80.0, "is_cluster": False, "copies": 1},
+        ]
+    )
+    kept_her2, kept_cep17 = remove_broadband(her2, cep17)
+    assert kept_her2.y.tolist() == [50.0, 80.0]
+    assert kept_cep17.y.tolist() == [50.0, 80.0]
+    assert kept_her2.spot_id.tolist() == [0, 1]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"image": np.zeros((4, 4), bool)}, TypeError, "real numeric"),
+        ({"image": np.zeros((2, 3, 4, 5))}, ValueError, "2D or 3D"),
+        ({"image": np.full((8, 8), np.nan)}, ValueError, "NaN"),
+        ({"spacing_um": (0.1,)}, ValueError, r"spacing_um must hold 2.*\(0\.1,\)"),
+        ({"spacing_um": (0.1, -1)}, ValueError, "spacing_um"),
+        ({"spot_sigma_um": 0}, ValueError, "spot_sigma_um"),
+        ({"threshold_snr": -1}, ValueError, "threshold_snr.*-1"),
+        ({"threshold_snr": "5"}, TypeError, "threshold_snr"),
+        ({"merge_distance_um": -0.5}, ValueError, "merge_distance_um"),
+        ({"cluster_min_ratio": 1.5}, ValueError, "cluster_min_ratio.*1.5"),
+        ({"min_reference_spots": 2.5}, TypeError, "min_reference_spots"),
+        ({"reference_intensity": 0}, ValueError, "reference_intensity"),
+        ({"channel": 3}, TypeError, "channel"),
+    ],
+)
+def test_invalid_arguments_name_the_parameter(kwargs, error, message):
+    arguments = {"image": np.zeros((16, 16))} | kwargs
+    image = arguments.pop("image")
+    with pytest.raises(error, match=message):
+        detect_spots(image, **arguments)
+
+
+@pytest.mark.slow
+def test_speed_of_one_2048_channel():
+    tile = noisy(render((256, 256), grid_positions((256, 256), 20, margin=10), 250.0), seed=9)
+    image = np.tile(tile, (8, 8))  # 2048 x 2048, 144 spots per tile
+    detect_spots(image)  # warm-up
+    start = time.process_time()
+    found = detect_spots(image)
+    elapsed = time.process_time() - start
+    assert len(found) == 64 * len(grid_positions((256, 256), 20, margin=10))
+    assert elapsed < 1.0  # about 0.2 s on an idle core; generous for shared CI machines
