@@ -1,0 +1,352 @@
+"""Reader, sample data and export of the napari plugin.
+
+* :func:`napari_get_reader` opens an image file ishcount can read (three image layers) or an
+  ishcount result folder ``DIR/<case>/`` (images, nuclei, signals and tables, ready for review).
+* ``sample_*`` generate the synthetic presets on the fly for File > Open Sample.
+* :func:`write_reviewed_case` saves a review in the output format of ``ishcount run``
+  (``cells.csv``, ``spots.csv``, ``case.json``, ``labels/<image>.tif``) with the audit trail;
+  :func:`load_reviewed_case` reads it back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+import ishcount
+from ishcount.analyze import AnalysisParams
+from ishcount.assign import CountParams
+from ishcount.image import FishImage
+from ishcount.io import (
+    IMAGE_SUFFIXES,
+    ImageSource,
+    read_image,
+    write_json,
+    write_labels,
+    write_table,
+)
+from ishcount.synthetic import make_field
+from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform
+
+from ._layers import LayerData, image_layer_data, result_layer_data
+from ._review import ReviewEdit, ReviewField, ReviewSession, summary_rows
+
+CASE_FILE = "case.json"
+#: Sub-folder of a case folder where an unsaved review is written after every change.
+AUTOSAVE_DIR = "review-autosave"
+#: Seed of every sample field, so File > Open Sample always shows the same image.
+SAMPLE_SEED = 17
+SAMPLE_SHAPE = (512, 512)
+
+PathLike = str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------------- reader
+
+
+def is_case_folder(path: PathLike) -> bool:
+    """True for a folder holding an ishcount ``case.json``."""
+    return Path(path).is_dir() and (Path(path) / CASE_FILE).is_file()
+
+
+def napari_get_reader(path: PathLike | list[PathLike]) -> Callable[[Any], list[LayerData]] | None:
+    """npe2 reader hook: return a reader for an ishcount case folder or image file, else None."""
+    if isinstance(path, list | tuple):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    path = Path(path)
+    if is_case_folder(path):
+        return read_case_layers
+    if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
+        return read_image_layers
+    return None
+
+
+def _single(path: PathLike | list[PathLike]) -> Path:
+    return Path(path[0] if isinstance(path, list | tuple) else path)
+
+
+def read_image_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
+    """Read an image file into DAPI, HER2 and CEP17 layers with the pixel size as scale."""
+    return image_layer_data(read_image(_single(path)))
+
+
+def read_case_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
+    """Read a result folder (or its autosave, if newer) into image and result layers.
+
+    The nuclei layer's metadata holds the :class:`ReviewSession` under ``"ishcount_session"``
+    so that the review widget picks it up.
+    """
+    case_dir = newest_review(_single(path))
+    session = load_reviewed_case(case_dir)
+    layers: list[LayerData] = []
+    for index, fld in enumerate(session.fields.values()):
+        field_layers = (
+            image_layer_data(fld.image, n_fields=len(session.fields)) if fld.image else []
+        )
+        field_layers += result_layer_data(session, fld.name)
+        for _, kwargs, _ in field_layers:
+            kwargs["visible"] = index == 0  # one field at a time; the widget switches
+        layers += field_layers
+    layers[-4][1]["metadata"].update(ishcount_session=session, ishcount_case_dir=str(path))
+    return layers
+
+
+def newest_review(case_dir: Path) -> Path:
+    """Return ``case_dir`` or its autosave folder, whichever review was saved last."""
+    autosave = case_dir / AUTOSAVE_DIR
+    if not (autosave / CASE_FILE).is_file():
+        return case_dir
+    saved = _read_json(case_dir / CASE_FILE).get("review", {}).get("saved_at") or ""
+    auto = _read_json(autosave / CASE_FILE).get("review", {}).get("saved_at") or ""
+    if auto > saved:
+        warnings.warn(
+            f"{case_dir}: restoring the unsaved review autosaved at {auto}", UserWarning, 2
+        )
+        return autosave
+    return case_dir
+
+
+# --------------------------------------------------------------------------- sample data
+
+
+def sample_field(preset: str, *, n_z: int | None = None) -> list[LayerData]:
+    """Generate a synthetic field of a preset (no download) as image layers."""
+    shape = SAMPLE_SHAPE if n_z is None else (256, 256)
+    image = make_field(preset, shape=shape, n_z=n_z, rng=SAMPLE_SEED, name=preset).image
+    return image_layer_data(image)
+
+
+def sample_group1() -> list[LayerData]:
+    """ASCO/CAP group 1: HER2 amplified with clusters."""
+    return sample_field("group1")
+
+
+def sample_group2() -> list[LayerData]:
+    """ASCO/CAP group 2: ratio >= 2 with mean HER2 < 4."""
+    return sample_field("group2")
+
+
+def sample_group3() -> list[LayerData]:
+    """ASCO/CAP group 3: ratio < 2 with mean HER2 >= 6."""
+    return sample_field("group3")
+
+
+def sample_group4() -> list[LayerData]:
+    """ASCO/CAP group 4: ratio < 2 with 4 <= mean HER2 < 6."""
+    return sample_field("group4")
+
+
+def sample_group5() -> list[LayerData]:
+    """ASCO/CAP group 5: normal."""
+    return sample_field("group5")
+
+
+def sample_heterogeneous() -> list[LayerData]:
+    """Normal tumour with an amplified sub-clone."""
+    return sample_field("heterogeneous")
+
+
+def sample_zstack() -> list[LayerData]:
+    """Amplified case as a 9-plane z-stack."""
+    return sample_field("group1", n_z=9)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _image_entry(fld: ReviewField, case_dir: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": fld.name, "spacing_um": list(fld.spacing_um)}
+    sources = fld.image.metadata.get("source") if fld.image is not None else None
+    if sources:
+        entry["source"] = [str(Path(s).resolve()) for s in np.atleast_1d(sources)]
+    elif fld.image is not None:
+        entry["source"] = [f"images/{fld.name}.ome.tif"]
+        _write_image_copy(fld.image, case_dir / entry["source"][0])
+    if fld.image is not None and "channel_mapping" in fld.image.metadata:
+        entry["channel_mapping"] = dict(fld.image.metadata["channel_mapping"])
+    return entry
+
+
+def _write_image_copy(image: FishImage, path: Path) -> None:
+    """Write an in-memory image (no source file) as OME-TIFF with channel names and pixel size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [n.upper() for n in image.channel_names]
+    data = np.stack([np.asarray(image.channel(n)) for n in image.channel_names])
+    axes = "CZYX" if image.ndim == 3 else "CYX"
+    meta: dict[str, Any] = {"axes": axes, "Channel": {"Name": names}}
+    meta.update(PhysicalSizeY=image.spacing_um[-2], PhysicalSizeX=image.spacing_um[-1])
+    if image.ndim == 3:
+        meta["PhysicalSizeZ"] = image.spacing_um[0]
+    tifffile.imwrite(path, data, metadata=meta, compression="zlib")
+
+
+def case_record(session: ReviewSession, case_dir: Path, case: str) -> dict[str, Any]:
+    """Return the JSON-ready content of ``case.json`` for a reviewed case."""
+    summary, result = session.summary, session.classification
+    return {
+        "case": case,
+        "ishcount_version": ishcount.__version__,
+        "notice": ishcount.RESEARCH_USE_NOTICE,
+        "rule_set": session.rule_set,
+        "ihc": session.ihc,
+        "count_params": AnalysisParams(count=session.count_params).to_dict()["count"],
+        "images": [_image_entry(fld, case_dir) for fld in session.fields.values()],
+        "summary": dict(summary_rows(summary, result)),
+        "ratio_ci": summary.ratio_ci,
+        "classification": result.to_dict(),
+        "review": {
+            "reviewed": True,
+            "reviewer": session.reviewer,
+            "saved_at": _now_precise(),
+            "edits": [edit.to_dict() for edit in session.edits],
+        },
+    }
+
+
+def _now_precise() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def write_case_files(
+    case_dir: Path,
+    *,
+    cells: pd.DataFrame,
+    spots: pd.DataFrame,
+    labels: dict[str, np.ndarray],
+    rois: dict[str, np.ndarray],
+    spacing_um: dict[str, tuple[float, ...]],
+    case: dict[str, Any],
+) -> Path:
+    """Write one case folder. The single call to switch to the lead's ``report.write_case``."""
+    (case_dir / "labels").mkdir(parents=True, exist_ok=True)
+    for name, array in labels.items():
+        write_labels(array, case_dir / "labels" / f"{name}.tif", spacing_um=spacing_um[name][-2:])
+    for name, roi in rois.items():
+        write_labels(roi.astype(np.uint8), case_dir / "labels" / f"{name}.roi.tif")
+    write_table(cells, case_dir / "cells.csv")
+    write_table(spots, case_dir / "spots.csv")
+    write_json(case, case_dir / CASE_FILE)
+    return case_dir
+
+
+def write_reviewed_case(
+    case_dir: PathLike, session: ReviewSession, *, case: str | None = None, autosave: bool = False
+) -> Path:
+    """Save a reviewed case in the output format of ``ishcount run``, with its audit trail.
+
+    Parameters
+    ----------
+    case_dir : path
+        ``DIR/<case>/``; created if missing.
+    session : ReviewSession
+        The review to save.
+    case : str, optional
+        Case name; default the folder name.
+    autosave : bool
+        True leaves the session marked unsaved (a safety copy, not a sign-off).
+
+    Returns
+    -------
+    pathlib.Path
+        ``case_dir``.
+    """
+    case_dir = Path(case_dir)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    record = case_record(session, case_dir, case or case_dir.name)
+    fields = session.fields.values()
+    write_case_files(
+        case_dir,
+        cells=session.cells,
+        spots=session.spots,
+        labels={f.name: f.labels for f in fields},
+        rois={f.name: f.roi for f in fields if f.roi is not None},
+        spacing_um={f.name: f.spacing_um for f in fields},
+        case=record,
+    )
+    if not autosave:
+        session.mark_saved()
+    return case_dir
+
+
+def autosave_review(case_dir: PathLike, session: ReviewSession) -> Path:
+    """Write the unsaved review to ``case_dir/review-autosave/`` (restored on reopening)."""
+    return write_reviewed_case(Path(case_dir) / AUTOSAVE_DIR, session, autosave=True)
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_table(path: Path, schema: dict[str, str]) -> pd.DataFrame:
+    table = pd.read_csv(path)
+    for name, dtype in schema.items():
+        if dtype == "object" and name in table:
+            table[name] = table[name].fillna("").astype(str)
+    return conform(table, schema)
+
+
+def _load_image(entry: dict[str, Any], case_dir: Path) -> FishImage | None:
+    sources = [case_dir / s if not Path(s).is_absolute() else Path(s) for s in entry["source"]]
+    try:
+        if len(sources) == 1:
+            return read_image(sources[0], spacing_um=entry["spacing_um"], name=entry["name"])
+        pairs = tuple(
+            (ch, Path(p)) for ch, p in zip(("dapi", "her2", "cep17"), sources, strict=False)
+        )
+        return read_image(ImageSource(entry["name"], channel_paths=pairs), name=entry["name"])
+    except (ValueError, OSError) as err:
+        warnings.warn(f"{case_dir}: image {entry['name']!r} not loaded: {err}", UserWarning, 2)
+        return None
+
+
+def _load_field(entry: dict[str, Any], case_dir: Path, cells, spots) -> ReviewField:
+    name = entry["name"]
+    labels = tifffile.imread(case_dir / "labels" / f"{name}.tif").astype(np.int32)
+    roi_path = case_dir / "labels" / f"{name}.roi.tif"
+    roi = tifffile.imread(roi_path).astype(bool) if roi_path.is_file() else None
+    image = _load_image(entry, case_dir) if entry.get("source") else None
+    field_cells = cells[cells["image"] == name].reset_index(drop=True)
+    field_spots = spots[spots["image"] == name].drop(columns="image").reset_index(drop=True)
+    spacing = tuple(float(s) for s in entry["spacing_um"])
+    return ReviewField(name, labels, field_spots, field_cells, spacing, image, roi)
+
+
+def load_reviewed_case(case_dir: PathLike) -> ReviewSession:
+    """Read a case folder written by :func:`write_reviewed_case` back into a review session.
+
+    Raises
+    ------
+    ValueError
+        If ``case_dir`` is not a case folder.
+    """
+    case_dir = Path(case_dir)
+    if not is_case_folder(case_dir):
+        raise ValueError(f"case_dir must be a folder holding {CASE_FILE}, got {str(case_dir)!r}")
+    record = _read_json(case_dir / CASE_FILE)
+    cells = _read_table(case_dir / "cells.csv", CELL_SCHEMA)
+    spots = _read_table(case_dir / "spots.csv", {**SPOT_SCHEMA, "image": "object"})
+    fields = [_load_field(entry, case_dir, cells, spots) for entry in record["images"]]
+    review = record.get("review", {})
+    session = ReviewSession(
+        fields,
+        count_params=CountParams(**record.get("count_params", {})),
+        rule_set=record["rule_set"],
+        ihc=record.get("ihc"),
+        reviewer=review.get("reviewer", ""),
+        edits=[ReviewEdit.from_dict(e) for e in review.get("edits", [])],
+    )
+    return session

@@ -1,0 +1,171 @@
+"""The Qt-free review model and the export format of the napari plugin."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ishcount._napari._io import load_reviewed_case, write_reviewed_case
+from ishcount._napari._review import EXCLUDED_BY_REVIEWER, ReviewSession, summary_rows
+from ishcount.analyze import analyze_image
+from ishcount.assign import assign_spots, count_spots
+from ishcount.rules import classify
+from ishcount.score import score_case
+from ishcount.synthetic import make_field
+
+
+@pytest.fixture(scope="module")
+def analysed():
+    image = make_field("group1", shape=(384, 384), rng=5, name="f1").image
+    return image, analyze_image(image)
+
+
+@pytest.fixture
+def session(analysed):
+    image, result = analysed
+    return ReviewSession.from_results([result], images=[image], reviewer="Dr A")
+
+
+def _scored_label(session: ReviewSession) -> int:
+    return int(session.cells.query("is_scored")["label"].iloc[0])
+
+
+def _signal_in_scored_nucleus(session: ReviewSession, channel: str) -> int:
+    spots = session.field("f1").spots
+    scored = session.cells.query("is_scored")["label"]
+    inside = spots[spots["label"].isin(scored) & (spots["channel"] == channel)]
+    return int(inside.loc[~inside["is_cluster"], "spot_id"].iloc[0])
+
+
+def test_exclude_and_delete_match_score_case_on_edited_tables(session, analysed):
+    image, result = analysed
+    label = _scored_label(session)
+    spot_id = _signal_in_scored_nucleus(session, "cep17")
+    session.exclude_nucleus("f1", label)
+    session.delete_signal("f1", spot_id)
+    # the same edits made by hand on the analysis tables
+    spots = assign_spots(result.spots[result.spots["spot_id"] != spot_id], result.labels)
+    cells = count_spots(
+        spots,
+        result.labels,
+        spacing_um=image.spacing_um,
+        image="f1",
+        dapi=image.dapi,
+        params=result.params.count,
+    )
+    row = cells["label"] == label
+    cells.loc[row, "is_scored"] = False
+    cells.loc[row, "exclusion_reason"] = EXCLUDED_BY_REVIEWER
+    expected = score_case(cells, spots=spots, rng=session.seed)
+    assert session.summary.counts == expected.counts
+    assert session.summary.ratio_ci == expected.ratio_ci
+    assert session.classification == classify(expected)
+    assert [e.action for e in session.edits] == ["exclude nucleus", "delete signal"]
+    assert session.edits[0].reviewer == "Dr A"
+    assert session.dirty
+
+
+def test_include_after_exclude_restores_counts(session):
+    before = session.summary.counts
+    label = _scored_label(session)
+    assert session.toggle_nucleus("f1", label) is False
+    assert session.summary.n_nuclei == before.n_nuclei - 1
+    assert session.toggle_nucleus("f1", label) is True
+    assert session.summary.counts == before
+    assert session.exclude_nucleus("f1", label)
+    assert not session.exclude_nucleus("f1", label)  # no change, no audit record
+    assert len(session.edits) == 3
+
+
+def test_exclusion_survives_a_recount(session):
+    label = _scored_label(session)
+    session.exclude_nucleus("f1", label)
+    session.add_signal("f1", "her2", (1.0, 1.0))
+    cells = session.field("f1").cells.set_index("label")
+    assert not cells.loc[label, "is_scored"]
+    assert cells.loc[label, "exclusion_reason"] == EXCLUDED_BY_REVIEWER
+
+
+def test_added_cluster_counts_its_copies(session):
+    label = _scored_label(session)
+    cells = session.field("f1").cells.set_index("label")
+    centre = cells.loc[label, ["centroid_y", "centroid_x"]].to_numpy(float)
+    total = session.summary.total_her2
+    spot_id = session.add_signal("f1", "clusters", centre, copies=7)
+    assert session.summary.total_her2 == total + 7
+    assert session.set_copies("f1", spot_id, 3)
+    assert session.summary.total_her2 == total + 3
+    assert session.edits[-1].before == 7
+    assert session.edits[-1].after == 3
+
+
+def test_sync_signals_adds_deletes_and_moves(session):
+    spots = session.field("f1").spots
+    mask = (spots["channel"] == "her2") & ~spots["is_cluster"]
+    part = spots[mask]
+    coords = part[["y", "x"]].to_numpy(float).copy()
+    ids = part["spot_id"].to_numpy()
+    coords[1] += 2.0  # moved
+    keep = np.ones(len(ids), bool)
+    keep[0] = False  # deleted
+    new_coords = np.vstack([coords[keep], [[10.0, 12.0]]])
+    new_ids = np.append(ids[keep], -1)
+    out = session.sync_signals("f1", "her2", new_coords, new_ids)
+    assert out[-1] > ids.max()
+    assert (out[:-1] == ids[keep]).all()
+    actions = sorted(e.action for e in session.edits)
+    assert actions == ["add signal", "delete signal", "move signal"]
+    her2 = session.field("f1").spots.query("channel == 'her2' and not is_cluster")
+    assert len(her2) == len(part)
+    assert ids[0] not in set(her2["spot_id"])
+
+
+def test_bad_arguments_name_the_value(session):
+    with pytest.raises(ValueError, match="label 99999"):
+        session.exclude_nucleus("f1", 99999)
+    with pytest.raises(ValueError, match="'nope'"):
+        session.add_signal("f1", "nope", (1.0, 1.0))
+    with pytest.raises(ValueError, match="copies"):
+        session.add_signal("f1", "clusters", (1.0, 1.0), copies=0)
+    with pytest.raises(ValueError, match="image must be one of"):
+        session.field("other")
+
+
+def test_summary_rows_show_the_classification(session):
+    rows = dict(summary_rows(session.summary, session.classification))
+    assert rows["Call"] == session.classification.call
+    assert rows["Nuclei scored"].startswith(str(session.summary.n_nuclei))
+
+
+def test_export_then_load_gives_the_same_reviewed_state(session, tmp_path):
+    session.exclude_nucleus("f1", _scored_label(session))
+    session.delete_signal("f1", _signal_in_scored_nucleus(session, "her2"))
+    case_dir = write_reviewed_case(tmp_path / "case1", session)
+    assert not session.dirty
+    record = json.loads((case_dir / "case.json").read_text())
+    assert [e["action"] for e in record["review"]["edits"]] == ["exclude nucleus", "delete signal"]
+    first = record["review"]["edits"][0]
+    assert first["before"] is True
+    assert first["after"] is False
+    assert first["reviewer"] == "Dr A"
+    assert first["time"]
+    assert (case_dir / "labels" / "f1.tif").is_file()
+    reopened = load_reviewed_case(case_dir)
+    pd.testing.assert_frame_equal(reopened.cells, session.cells)
+    pd.testing.assert_frame_equal(reopened.spots, session.spots)
+    assert reopened.classification == session.classification
+    assert reopened.edits == session.edits
+    assert reopened.overrides == session.overrides
+    np.testing.assert_array_equal(reopened.field("f1").image.her2, session.field("f1").image.her2)
+
+
+def test_import_ishcount_does_not_import_napari():
+    gui = "{'napari', 'qtpy', 'magicgui', 'PySide6'}"
+    code = f"import sys, ishcount, ishcount.analyze; print(sorted({gui} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
