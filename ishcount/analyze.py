@@ -21,7 +21,7 @@ from ishcount._frozen import freeze
 from ishcount.assign import CountParams, assign_spots, count_spots
 from ishcount.image import FishImage
 from ishcount.segment import prepare_labels, segment_nuclei
-from ishcount.spots import detect_spots
+from ishcount.spots import detect_spots, remove_broadband
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
 
 SIGNAL_CHANNELS = ("her2", "cep17")
@@ -168,22 +168,24 @@ def analyze_image(
         labels = prepare_labels(labels, shape=plane_shape, spacing_um=image.spacing_um, roi=roi)
     seconds["segment"] = time.perf_counter() - start
 
-    tables = []
+    found: dict[str, pd.DataFrame] = {}
     for channel in SIGNAL_CHANNELS:
         array = image.channel(channel)
         if array is None:
             continue
         start = time.perf_counter()
-        found = detect_spots(
+        found[channel] = detect_spots(
             array, spacing_um=image.spacing_um, channel=channel, **getattr(params, channel)
         )
         seconds[channel] = time.perf_counter() - start
-        tables.append(found)
+    if len(found) == 2:  # autofluorescent debris shines in both probe channels
+        found["her2"], found["cep17"] = remove_broadband(found["her2"], found["cep17"])
+    tables = [table for table in found.values() if len(table)]
     spots = pd.concat(tables, ignore_index=True) if tables else empty_table(SPOT_SCHEMA)
     spots["spot_id"] = np.arange(len(spots), dtype=np.int64)
 
     start = time.perf_counter()
-    spots = conform(assign_spots(spots, labels), SPOT_SCHEMA)
+    spots = conform(assign_spots(spots, labels, spacing_um=lateral), SPOT_SCHEMA)
     count = params.count
     if image.cep17 is None and count.require_both_signals:
         count = replace(count, require_both_signals=False)

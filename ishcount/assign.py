@@ -16,7 +16,8 @@ Examples
 ...     "spot_id": [0, 1, 2], "channel": ["her2", "her2", "cep17"],
 ...     "z": 0.0, "y": [10.0, 12.0, 30.0], "x": [10.0, 14.0, 30.0],
 ...     "amplitude": 1.0, "intensity": 1.0, "background": 0.0, "sigma": 1.0, "snr": 10.0,
-...     "is_cluster": False, "copies": [1, 3, 1], "label": 0}), SPOT_SCHEMA)
+...     "is_cluster": False, "copies": [1, 3, 1], "label": 0, "in_cytoplasm": False}),
+...     SPOT_SCHEMA)
 >>> assign_spots(spots, labels)["label"].tolist()
 [1, 1, 0]
 >>> cells = count_spots(assign_spots(spots, labels), labels, spacing_um=(0.5, 0.5),
@@ -81,7 +82,14 @@ class CountParams:
     require_both_signals: bool = True
 
 
-def assign_spots(spots: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+def assign_spots(
+    spots: pd.DataFrame,
+    labels: np.ndarray,
+    *,
+    spacing_um: Sequence[float] | None = None,
+    cytoplasm_margin_um: float = 3.0,
+    edge_tolerance_um: float = 0.2,
+) -> pd.DataFrame:
     """Return a copy of ``spots`` whose ``label`` is the nucleus under each signal.
 
     Parameters
@@ -91,11 +99,25 @@ def assign_spots(spots: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     labels : ndarray of int, shape (Y, X)
         Nucleus labels; 0 is background. For z-stacks the labels are the 2D footprints and
         each signal is looked up at its ``(y, x)``.
+    spacing_um : sequence of float, optional
+        Pixel size of ``labels`` (``(y, x)``; a leading z is ignored); 0.1 um when None.
+    cytoplasm_margin_um : float
+        Signals outside every nucleus but at most this far from one lie over its
+        cytoplasm (``in_cytoplasm``); signals further away lie over stroma or background.
+    edge_tolerance_um : float
+        A signal this close to a nucleus's outline belongs to it: half the 0.4 um grid on
+        which :func:`ishcount.segment_nuclei` traces outlines.
 
     Returns
     -------
     pandas.DataFrame
         Same rows; ``label`` 0 for signals outside every nucleus or outside the image.
+
+    Notes
+    -----
+    ``in_cytoplasm`` feeds the kit's quality rule "more than 10% of signals over
+    cytoplasm": a sign of non-specific hybridisation. Signals far from every nucleus
+    (debris, stroma) are not the cells' cytoplasm and do not count toward it.
     """
     labels = _check_labels(labels)
     out = spots.copy()
@@ -106,8 +128,35 @@ def assign_spots(spots: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     inside = (y >= 0) & (y < labels.shape[0]) & (x >= 0) & (x < labels.shape[1])
     found = np.zeros(len(out), dtype=np.int64)
     found[inside] = labels[y[inside], x[inside]]
+    distance, nearest = _nearest_nucleus(labels, y, x, inside, spacing_um)
+    at_edge = (found == 0) & (distance <= edge_tolerance_um)
+    found[at_edge] = nearest[at_edge]
     out["label"] = found
+    out["in_cytoplasm"] = (found == 0) & (distance <= cytoplasm_margin_um)
     return out
+
+
+def _nearest_nucleus(
+    labels: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray,
+    inside: np.ndarray,
+    spacing_um: Sequence[float] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (um) to and label of the nearest nucleus, on a grid of about 0.2 um."""
+    pixel_um = float(min(tuple(spacing_um)[-2:])) if spacing_um is not None else 0.1
+    step = max(1, round(0.2 / pixel_um))
+    grid_labels = labels[::step, ::step]
+    distance = np.full(len(y), np.inf)
+    nearest = np.zeros(len(y), dtype=np.int64)
+    if not grid_labels.any():
+        return distance, nearest
+    edt, (iy, ix) = ndi.distance_transform_edt(grid_labels == 0, return_indices=True)
+    yi = np.clip(np.rint(y[inside] / step).astype(np.int64), 0, edt.shape[0] - 1)
+    xi = np.clip(np.rint(x[inside] / step).astype(np.int64), 0, edt.shape[1] - 1)
+    distance[inside] = edt[yi, xi] * step * pixel_um
+    nearest[inside] = grid_labels[iy[yi, xi], ix[yi, xi]]
+    return distance, nearest
 
 
 def count_spots(

@@ -257,9 +257,14 @@ def signal_quality_flags(
         raise ValueError(f"spots is missing column(s) {missing}")
     if len(spots) == 0:
         return ()
-    outside = float(np.mean(spots["label"].to_numpy() == 0))
+    if "in_cytoplasm" in spots.columns:  # over cytoplasm, among signals in or near nuclei
+        over = spots["in_cytoplasm"].to_numpy(dtype=bool)
+        near = over | (spots["label"].to_numpy() > 0)
+        outside = float(over.sum() / near.sum()) if near.any() else 0.0
+    else:
+        outside = float(np.mean(spots["label"].to_numpy() == 0))
     weak = float(np.mean(spots["snr"].to_numpy(dtype=float) < weak_snr))
-    outside_text = "of signals lie outside nuclei (over cytoplasm or background)"
+    outside_text = "of signals in or near nuclei lie over cytoplasm"
     weak_text = f"of signals are weak (snr below {weak_snr:g})"
     return (
         _share_flag(

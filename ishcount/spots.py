@@ -967,7 +967,9 @@ def remove_broadband(
     her2, cep17 : pandas.DataFrame
         Spot tables of one image (:data:`ishcount.tables.SPOT_SCHEMA`).
     max_distance_px : float
-        Largest distance between the two clusters' centres, pixels (z, y, x).
+        Largest distance between the two clusters' centres, pixels (z, y, x), beyond the
+        sum of their widths (``sigma``): a large debris particle need not peak at one place
+        in both channels.
     min_copy_fraction : float
         The dimmer cluster must hold at least this fraction of the brighter one's copies;
         a HER2 cluster bleeding faintly into CEP17 is not debris.
@@ -1008,7 +1010,8 @@ def remove_broadband(
     copies_a = a["copies"].to_numpy(float)
     copies_b = b["copies"].to_numpy(float)[nearest]
     alike = np.minimum(copies_a, copies_b) >= min_copy_fraction * np.maximum(copies_a, copies_b)
-    paired = (distance <= max_distance_px) & alike
+    reach = max_distance_px + a["sigma"].to_numpy(float) + b["sigma"].to_numpy(float)[nearest]
+    paired = (distance <= reach) & alike
     drop_a, drop_b = a.index[paired], b.index[nearest[paired]]
     return _renumber(her2.drop(index=drop_a)), _renumber(cep17.drop(index=drop_b))
 
@@ -1234,6 +1237,7 @@ def _table(rows, noise, setup, channel, ndim):
             "is_cluster": rows["copies"] > 1,
             "copies": rows["copies"],
             "label": 0,
+            "in_cytoplasm": False,
         }
     )
     return conform(table, SPOT_SCHEMA)

@@ -37,6 +37,7 @@ SPOT_SCHEMA: dict[str, str] = {
     "is_cluster": "bool",  # True when the signal is an unresolved cluster of copies
     "copies": "int64",  # estimated gene copies this signal stands for (1 for a single signal)
     "label": "int64",  # nucleus label; 0 = outside any nucleus
+    "in_cytoplasm": "bool",  # outside every nucleus, but within the cytoplasm margin of one
 }
 
 #: One row per nucleus of one image.

@@ -33,6 +33,7 @@ def make_spots(rows):
     for col in ("z", "amplitude", "intensity", "background", "sigma", "snr"):
         frame[col] = 1.0
     frame["label"] = 0
+    frame["in_cytoplasm"] = False
     return conform(frame, SPOT_SCHEMA)
 
 
@@ -197,3 +198,19 @@ def test_empty_inputs_give_typed_empty_tables():
 def test_bad_labels_are_rejected(bad):
     with pytest.raises(ValueError, match="labels must be a 2D integer array"):
         assign_spots(empty_table(SPOT_SCHEMA), bad)
+
+
+def test_signals_near_a_nucleus_lie_over_cytoplasm():
+    labels = two_nuclei()
+    spots = make_spots(
+        [
+            ("her2", 100, 100, 1, False),
+            ("her2", 100, 175, 1, False),
+            ("cep17", 100, 230, 1, False),
+            ("cep17", 390, 10, 1, False),
+        ]
+    )
+    assigned = assign_spots(spots, labels, spacing_um=SPACING, cytoplasm_margin_um=3.0)
+    # inside; 1.5 um from nucleus 1; 7 um from nucleus 1; far from both
+    assert assigned["label"].tolist() == [1, 0, 0, 0]
+    assert assigned["in_cytoplasm"].tolist() == [False, True, False, False]

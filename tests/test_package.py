@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import ishcount
 
 GUI_MODULES = ("napari", "qtpy", "PySide6", "PyQt6", "PyQt5", "magicgui", "vispy")
@@ -32,9 +34,5 @@ def test_import_does_not_load_gui_toolkits():
 
 
 def test_unknown_attribute_is_an_attribute_error():
-    try:
+    with pytest.raises(AttributeError, match="no_such_thing"):
         ishcount.no_such_thing  # noqa: B018
-    except AttributeError as err:
-        assert "no_such_thing" in str(err)
-    else:
-        raise AssertionError("expected AttributeError")

@@ -129,10 +129,19 @@ def test_is_amplified_definition():
     ]
 
 
-def _spots(labels, snr):
+def _spots(labels, snr, in_cytoplasm=None):
     spots = empty_table(SPOT_SCHEMA).reindex(range(len(labels)))
     spots["label"], spots["snr"] = labels, snr
+    spots["in_cytoplasm"] = [lab == 0 for lab in labels] if in_cytoplasm is None else in_cytoplasm
     return spots
+
+
+def test_signals_far_from_nuclei_are_not_over_cytoplasm():
+    labels = [0] * 30 + [1] * 90
+    near = [True] * 5 + [False] * 25 + [False] * 90  # 25 signals over stroma or debris
+    flags = {f.name: f for f in signal_quality_flags(_spots(labels, [9.0] * 120, near))}
+    assert flags["signals_outside_nuclei"].value == pytest.approx(5 / 95)
+    assert not flags["signals_outside_nuclei"].tripped
 
 
 def test_signal_quality_flags_carry_figure_and_limit():

@@ -366,11 +366,13 @@ def test_z_stack_spots_are_sharp_in_their_own_plane_only(zfield):
     image = zfield.image.her2.astype(float)
     spots = zfield.spots
     tree = cKDTree(spots[["y", "x"]].to_numpy())
+    debris = cKDTree(zfield.debris[["y", "x"]].to_numpy())
     chosen = spots[(spots.channel == "her2") & (spots.snr > 5) & ~spots.is_split]
     checked = 0
     for spot in chosen[chosen.cluster_id < 0].itertuples():
         iy, ix = round(spot.y), round(spot.x)
-        if len(tree.query_ball_point([spot.y, spot.x], 10)) > 1 or not (
+        crowded = len(tree.query_ball_point([spot.y, spot.x], 10)) > 1
+        if crowded or debris.query_ball_point([spot.y, spot.x], 15) or not (
             8 <= iy < image.shape[1] - 8 and 8 <= ix < image.shape[2] - 8
         ):
             continue

@@ -12,7 +12,9 @@ def test_empty_table_has_schema_dtypes(schema):
 
 
 def test_conform_orders_casts_and_names_missing_columns():
-    table = conform(pd.DataFrame({"extra": [1], "b": [1.0], "a": [2]}), {"a": "float64", "b": "int64"})
+    table = conform(
+        pd.DataFrame({"extra": [1], "b": [1.0], "a": [2]}), {"a": "float64", "b": "int64"}
+    )
     assert table.columns.tolist() == ["a", "b", "extra"]
     assert table["b"].dtype == "int64"
     with pytest.raises(ValueError, match=r"\['c'\]"):

@@ -391,7 +391,9 @@ class ReviewSession:
     def recount(self, image: str) -> None:
         """Re-assign the signals of a field to nuclei and recount them, keeping overrides."""
         fld = self.field(image)
-        fld.spots = conform(assign_spots(fld.spots, fld.labels), SPOT_SCHEMA)
+        fld.spots = conform(
+            assign_spots(fld.spots, fld.labels, spacing_um=fld.spacing_um), SPOT_SCHEMA
+        )
         dapi = fld.image.dapi if fld.image is not None else None
         cells = count_spots(
             fld.spots,
@@ -430,7 +432,7 @@ class ReviewSession:
         spot_id = int(fld.spots["spot_id"].max()) + 1 if len(fld.spots) else 0
         row = dict.fromkeys(SPOT_SCHEMA, np.nan)
         row.update(spot_id=spot_id, channel="her2" if kind == "clusters" else kind, z=z, y=y, x=x)
-        row.update(is_cluster=kind == "clusters", copies=copies, label=0)
+        row.update(is_cluster=kind == "clusters", copies=copies, label=0, in_cytoplasm=False)
         new = pd.DataFrame([row]).astype(SPOT_SCHEMA)
         fld.spots = pd.concat([fld.spots, new], ignore_index=True) if len(fld.spots) else new
         target = f"signal {spot_id} ({kind})"
