@@ -42,7 +42,7 @@ from ishcount.io import (
     write_labels,
     write_table,
 )
-from ishcount.report import field_figures, write_case_report
+from ishcount.report import case_record, field_figures, provenance, write_case_report
 from ishcount.rules import classify
 from ishcount.score import score_case
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform, empty_table
@@ -94,6 +94,8 @@ class FieldRecord:
     n_nuclei: int = 0
     n_scored: int = 0
     seconds: float = 0.0
+    spacing_um: tuple[float, ...] = ()
+    channel_mapping: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -227,7 +229,7 @@ def process_field(
     start = time.perf_counter()
     field_dir = case_dir / "fields" / source.name
     try:
-        files = {str(p): sha256_file(p) for p in source.paths}
+        files = {str(p.resolve()): sha256_file(p) for p in source.paths}
     except OSError as err:
         return FieldRecord(case, source.name, "failed", f"{source.paths[0]}: {err}")
     key = _field_key(files, config, options)
@@ -240,6 +242,8 @@ def process_field(
             files=files,
             n_nuclei=previous["n_nuclei"],
             n_scored=previous["n_scored"],
+            spacing_um=tuple(previous["spacing_um"]),
+            channel_mapping=previous["channel_mapping"],
         )
     try:
         image, result = _analyse(source, config, options)
@@ -252,27 +256,30 @@ def process_field(
         field_dir.mkdir(parents=True, exist_ok=True)
         write_json({"key": key, "status": "failed", "error": message}, field_dir / FIELD_RECORD)
         return record
-    n_scored = int(result.cells["is_scored"].sum())
+    record = FieldRecord(
+        case,
+        source.name,
+        "done",
+        files=files,
+        n_nuclei=len(result.cells),
+        n_scored=int(result.cells["is_scored"].sum()),
+        seconds=time.perf_counter() - start,
+        spacing_um=tuple(image.spacing_um),
+        channel_mapping=dict(image.metadata.get("channel_mapping") or {}),
+    )
     write_json(
         {
             "key": key,
             "status": "done",
-            "n_nuclei": len(result.cells),
-            "n_scored": n_scored,
+            "n_nuclei": record.n_nuclei,
+            "n_scored": record.n_scored,
+            "spacing_um": list(record.spacing_um),
+            "channel_mapping": record.channel_mapping,
             "seconds": dict(result.seconds),
         },
         field_dir / FIELD_RECORD,
     )
-    return FieldRecord(
-        case,
-        source.name,
-        "done",
-        "",
-        files,
-        len(result.cells),
-        n_scored,
-        time.perf_counter() - start,
-    )
+    return record
 
 
 def _field_key(files: dict[str, str], config: PipelineConfig, options: RunOptions) -> dict:
@@ -337,15 +344,24 @@ def finish_case(
     write_table(spots, case_dir / "spots.csv")
     summary = score_case(cells, spots=spots, rng=options.seed, rule_set=config.rule_set)
     result = classify(summary, rule_set=config.rule_set, ihc=options.ihc)
-    record = write_case_report(
-        case_dir,
+    record = case_record(
         case=case.name,
         summary=summary,
         classification=result,
         fields=[_field_entry(r) for r in records],
-        cells=cells,
-        provenance=provenance(config, options),
+        images=[_image_entry(r) for r in done],
+        count_params=config.analysis.to_dict()["count"],
+        provenance=provenance(
+            config.to_dict(),
+            options={
+                "channels": options.channels,
+                "spacing_um": options.spacing_um,
+                "ihc": options.ihc,
+                "seed": options.seed,
+            },
+        ),
     )
+    write_case_report(case_dir, record)
     return CaseOutcome(case.name, case_dir, tuple(records), record)
 
 
@@ -362,6 +378,15 @@ def _concat(paths: Sequence[Path], schema: dict[str, str]) -> pd.DataFrame:
     return conform(table, schema)
 
 
+def _image_entry(record: FieldRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "source": list(record.files),
+        "spacing_um": list(record.spacing_um),
+        "channel_mapping": record.channel_mapping,
+    }
+
+
 def _field_entry(record: FieldRecord) -> dict[str, Any]:
     return {
         "name": record.name,
@@ -371,29 +396,6 @@ def _field_entry(record: FieldRecord) -> dict[str, Any]:
         "n_nuclei": record.n_nuclei,
         "n_scored": record.n_scored,
         "seconds": round(record.seconds, 3),
-    }
-
-
-def provenance(config: PipelineConfig, options: RunOptions) -> dict[str, Any]:
-    """Parameters, rule set, versions of ishcount and its dependencies."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    deps = {}
-    for package in ("numpy", "scipy", "scikit-image", "tifffile", "pandas", "dask"):
-        try:
-            deps[package] = version(package)
-        except PackageNotFoundError:
-            deps[package] = None
-    return {
-        "ishcount": __version__,
-        "dependencies": deps,
-        "pipeline": config.to_dict(),
-        "options": {
-            "channels": options.channels,
-            "spacing_um": options.spacing_um,
-            "ihc": options.ihc,
-            "seed": options.seed,
-        },
     }
 
 

@@ -200,69 +200,102 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def provenance(pipeline: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Versions of ishcount and its dependencies, plus the pipeline and anything in ``extra``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    deps: dict[str, str | None] = {}
+    for package in ("numpy", "scipy", "scikit-image", "tifffile", "pandas", "dask"):
+        try:
+            deps[package] = version(package)
+        except PackageNotFoundError:
+            deps[package] = None
+    return {"ishcount": __version__, "dependencies": deps, "pipeline": pipeline, **extra}
+
+
 def case_record(
     *,
     case: str,
     summary: Any,
     classification: Any,
     fields: Sequence[Mapping[str, Any]],
+    images: Sequence[Mapping[str, Any]],
+    count_params: Mapping[str, Any],
     provenance: Mapping[str, Any],
-    audit: Sequence[Mapping[str, Any]] | None = None,
+    review: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``case.json`` record of one case."""
+    """The ``case.json`` record of one case, as written by ``ishcount run`` and the napari review.
+
+    Parameters
+    ----------
+    case : str
+        Case name.
+    summary : CaseSummary
+        From :func:`ishcount.score.score_case`.
+    classification : Classification
+        From :func:`ishcount.rules.classify`.
+    fields : sequence of mapping
+        Per field: ``name, status ("done", "resumed", "reviewed" or "failed"), error, files
+        ([{path, sha256}]), n_nuclei, n_scored, seconds``.
+    images : sequence of mapping
+        Per analysed field: ``name, source (paths), spacing_um`` and, when known,
+        ``channel_mapping``; what a reviewer needs to reopen the images.
+    count_params : mapping
+        The :class:`ishcount.assign.CountParams` used, as a dict.
+    provenance : mapping
+        From :func:`provenance`.
+    review : mapping, optional
+        ``reviewed, reviewer, saved_at, edits`` (the audit trail of manual changes).
+    """
     result = jsonable(classification)
     return {
         "case": case,
         "research_use_only": RESEARCH_USE_NOTICE,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "ishcount_version": __version__,
+        "rule_set": result.get("rule_set"),
+        "ihc": result.get("ihc"),
         "classification": result,
         "summary": jsonable(summary),
         "quality_flags": result.get("quality_flags", []),
-        "fields": [dict(f) for f in fields],
+        "count_params": jsonable(count_params),
+        "images": [jsonable(i) for i in images],
+        "fields": [jsonable(f) for f in fields],
         "failed_fields": [
             {"name": f["name"], "error": f["error"]} for f in fields if f["status"] == "failed"
         ],
-        "review": {"audit": [dict(a) for a in (audit or [])]},
+        "review": jsonable(review) if review else {"reviewed": False, "edits": []},
         "provenance": jsonable(provenance),
     }
 
 
 def write_case_report(
     case_dir: Path,
+    record: Mapping[str, Any],
     *,
-    case: str,
-    summary: Any,
-    classification: Any,
-    fields: Sequence[Mapping[str, Any]],
-    cells: pd.DataFrame,
-    provenance: Mapping[str, Any],
-    audit: Sequence[Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
+    figures: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """Write ``case.json`` and ``report.html`` into ``case_dir`` atomically.
 
-    Returns
-    -------
-    dict
-        The record written to ``case.json``.
+    Parameters
+    ----------
+    case_dir : Path
+        The case's output folder.
+    record : mapping
+        From :func:`case_record`.
+    figures : mapping, optional
+        Field name to :func:`field_figures` output; by default read from
+        ``fields/<name>/figures.json`` where the analysis left them.
     """
-    record = case_record(
-        case=case,
-        summary=summary,
-        classification=classification,
-        fields=fields,
-        provenance=provenance,
-        audit=audit,
-    )
     write_json(record, case_dir / "case.json")
-    figures = {}
-    for entry in fields:
-        path = case_dir / "fields" / entry["name"] / "figures.json"
-        if entry["status"] != "failed" and path.is_file():
-            figures[entry["name"]] = json.loads(path.read_text(encoding="utf-8"))
+    if figures is None:
+        figures = {}
+        for entry in record["fields"]:
+            path = case_dir / "fields" / entry["name"] / "figures.json"
+            if entry["status"] != "failed" and path.is_file():
+                figures[entry["name"]] = json.loads(path.read_text(encoding="utf-8"))
     page = render_html(record, figures)
     atomic_write(case_dir / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    return record
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -345,19 +378,7 @@ def render_html(record: Mapping[str, Any], figures: Mapping[str, Mapping[str, An
     parts.append(_fields_table(record.get("fields") or [], summary))
     for name, figure in figures.items():
         parts.append(_field_section(name, figure))
-    audit = (record.get("review") or {}).get("audit") or []
-    if audit:
-        parts.append(
-            "<h2>Review audit trail</h2><table><tr><th>time</th><th>reviewer</th>"
-            "<th>change</th><th>before</th><th>after</th></tr>"
-        )
-        parts.extend(
-            f"<tr><td>{_e(a.get('time'))}</td><td>{_e(a.get('reviewer'))}</td>"
-            f"<td>{_e(a.get('what'))}</td><td>{_e(a.get('before'))}</td>"
-            f"<td>{_e(a.get('after'))}</td></tr>"
-            for a in audit
-        )
-        parts.append("</table>")
+    parts.append(_review_section(record.get("review") or {}))
     prov = record.get("provenance") or {}
     parts.append(
         "<h2>Provenance</h2>"
@@ -367,6 +388,28 @@ def render_html(record: Mapping[str, Any], figures: Mapping[str, Mapping[str, An
         f"<p class='notice'>{_e(RESEARCH_USE_NOTICE)}</p></body></html>"
     )
     return "\n".join(p for p in parts if p)
+
+
+def _review_section(review: Mapping[str, Any]) -> str:
+    if not review.get("reviewed"):
+        return "<h2>Review</h2><p>Not yet reviewed by a person.</p>"
+    edits = review.get("edits") or []
+    head = (
+        f"<h2>Review</h2><p>Reviewed by {_e(review.get('reviewer') or 'an unnamed reviewer')}, "
+        f"saved {_e(review.get('saved_at'))}; {len(edits)} manual change(s).</p>"
+    )
+    if not edits:
+        return head
+    rows = "".join(
+        f"<tr><td>{_e(a.get('time'))}</td><td>{_e(a.get('reviewer'))}</td>"
+        f"<td>{_e(a.get('image'))}</td><td>{_e(a.get('action'))} {_e(a.get('target'))}</td>"
+        f"<td>{_e(a.get('before'))}</td><td>{_e(a.get('after'))}</td></tr>"
+        for a in edits
+    )
+    return (
+        f"{head}<table><tr><th>time</th><th>reviewer</th><th>field</th><th>change</th>"
+        f"<th>before</th><th>after</th></tr>{rows}</table>"
+    )
 
 
 def _quality_table(flags: Sequence[Mapping[str, Any]]) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-import ishcount
+from ishcount import report
 from ishcount.analyze import AnalysisParams
 from ishcount.assign import CountParams
 from ishcount.image import FishImage
@@ -30,7 +30,7 @@ from ishcount.io import (
     IMAGE_SUFFIXES,
     ImageSource,
     read_image,
-    write_json,
+    sha256_file,
     write_labels,
     write_table,
 )
@@ -38,7 +38,7 @@ from ishcount.synthetic import make_field
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform
 
 from ._layers import LayerData, image_layer_data, result_layer_data
-from ._review import ReviewEdit, ReviewField, ReviewSession, summary_rows
+from ._review import ReviewEdit, ReviewField, ReviewSession
 
 CASE_FILE = "case.json"
 #: Sub-folder of a case folder where an unsaved review is written after every change.
@@ -191,27 +191,47 @@ def _write_image_copy(image: FishImage, path: Path) -> None:
     tifffile.imwrite(path, data, metadata=meta, compression="zlib")
 
 
-def case_record(session: ReviewSession, case_dir: Path, case: str) -> dict[str, Any]:
-    """Return the JSON-ready content of ``case.json`` for a reviewed case."""
-    summary, result = session.summary, session.classification
-    return {
-        "case": case,
-        "ishcount_version": ishcount.__version__,
-        "notice": ishcount.RESEARCH_USE_NOTICE,
-        "rule_set": session.rule_set,
-        "ihc": session.ihc,
-        "count_params": AnalysisParams(count=session.count_params).to_dict()["count"],
-        "images": [_image_entry(fld, case_dir) for fld in session.fields.values()],
-        "summary": dict(summary_rows(summary, result)),
-        "ratio_ci": summary.ratio_ci,
-        "classification": result.to_dict(),
-        "review": {
-            "reviewed": True,
+def case_record(
+    session: ReviewSession, case_dir: Path, case: str, *, autosave: bool = False
+) -> dict[str, Any]:
+    """Return the ``case.json`` record of a reviewed case (the format of ``ishcount run``)."""
+    cells = session.cells
+    fields = []
+    images = []
+    for fld in session.fields.values():
+        entry = _image_entry(fld, case_dir)
+        images.append(entry)
+        sources = [Path(s) if Path(s).is_absolute() else case_dir / s for s in entry["source"]]
+        scored = cells[(cells["image"] == fld.name) & cells["is_scored"]]
+        fields.append(
+            {
+                "name": fld.name,
+                "status": "reviewed",
+                "error": "",
+                "files": [
+                    {"path": str(p), "sha256": sha256_file(p) if p.is_file() else None}
+                    for p in sources
+                ],
+                "n_nuclei": int((cells["image"] == fld.name).sum()),
+                "n_scored": len(scored),
+                "seconds": 0.0,
+            }
+        )
+    return report.case_record(
+        case=case,
+        summary=session.summary,
+        classification=session.classification,
+        fields=fields,
+        images=images,
+        count_params=AnalysisParams(count=session.count_params).to_dict()["count"],
+        provenance=report.provenance(None, written_by="ishcount napari review"),
+        review={
+            "reviewed": not autosave,
             "reviewer": session.reviewer,
             "saved_at": _now_precise(),
             "edits": [edit.to_dict() for edit in session.edits],
         },
-    }
+    )
 
 
 def _now_precise() -> str:
@@ -221,22 +241,23 @@ def _now_precise() -> str:
 def write_case_files(
     case_dir: Path,
     *,
-    cells: pd.DataFrame,
-    spots: pd.DataFrame,
-    labels: dict[str, np.ndarray],
-    rois: dict[str, np.ndarray],
-    spacing_um: dict[str, tuple[float, ...]],
-    case: dict[str, Any],
+    session: ReviewSession,
+    record: dict[str, Any],
 ) -> Path:
-    """Write one case folder. The single call to switch to the lead's ``report.write_case``."""
+    """Write one case folder: labels, ROIs, tables, ``case.json`` and ``report.html``."""
     (case_dir / "labels").mkdir(parents=True, exist_ok=True)
-    for name, array in labels.items():
-        write_labels(array, case_dir / "labels" / f"{name}.tif", spacing_um=spacing_um[name][-2:])
-    for name, roi in rois.items():
-        write_labels(roi.astype(np.uint8), case_dir / "labels" / f"{name}.roi.tif")
-    write_table(cells, case_dir / "cells.csv")
-    write_table(spots, case_dir / "spots.csv")
-    write_json(case, case_dir / CASE_FILE)
+    figures = {}
+    for fld in session.fields.values():
+        write_labels(
+            fld.labels, case_dir / "labels" / f"{fld.name}.tif", spacing_um=fld.spacing_um[-2:]
+        )
+        if fld.roi is not None:
+            write_labels(fld.roi.astype(np.uint8), case_dir / "labels" / f"{fld.name}.roi.tif")
+        if fld.image is not None:
+            figures[fld.name] = report.field_figures(fld.image, fld.labels, fld.cells)
+    write_table(session.cells, case_dir / "cells.csv")
+    write_table(session.spots, case_dir / "spots.csv")
+    report.write_case_report(case_dir, record, figures=figures)
     return case_dir
 
 
@@ -263,17 +284,8 @@ def write_reviewed_case(
     """
     case_dir = Path(case_dir)
     case_dir.mkdir(parents=True, exist_ok=True)
-    record = case_record(session, case_dir, case or case_dir.name)
-    fields = session.fields.values()
-    write_case_files(
-        case_dir,
-        cells=session.cells,
-        spots=session.spots,
-        labels={f.name: f.labels for f in fields},
-        rois={f.name: f.roi for f in fields if f.roi is not None},
-        spacing_um={f.name: f.spacing_um for f in fields},
-        case=record,
-    )
+    record = case_record(session, case_dir, case or case_dir.name, autosave=autosave)
+    write_case_files(case_dir, session=session, record=record)
     if not autosave:
         session.mark_saved()
     return case_dir

@@ -169,3 +169,31 @@ def test_import_ishcount_does_not_import_napari():
     code = f"import sys, ishcount, ishcount.analyze; print(sorted({gui} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_batch_run_opens_for_review_and_saves_in_the_same_format(tmp_path):
+    from ishcount.pipeline import run_batch
+    from ishcount.synthetic import make_case, write_case
+
+    case = make_case("group2", n_fields=2, shape=(320, 320), spacing_um=(0.16, 0.16), rng=3)
+    write_case(case, tmp_path / "in" / "caseA")
+    [outcome] = run_batch([tmp_path / "in" / "caseA"], tmp_path / "out", workers=1)
+    case_dir = tmp_path / "out" / "caseA"
+    session = load_reviewed_case(case_dir)
+    assert sorted(session.fields) == sorted(f.image.name for f in case.fields)
+    assert session.summary.ratio == pytest.approx(outcome.record["classification"]["ratio"])
+    assert all(fld.image is not None for fld in session.fields.values())
+    name = sorted(session.fields)[0]
+    label = int(session.field(name).cells.loc[lambda c: c["is_scored"], "label"].iloc[0])
+    session.exclude_nucleus(name, label)
+    write_reviewed_case(case_dir, session)
+    record = json.loads((case_dir / "case.json").read_text())
+    assert record["review"]["reviewed"] is True
+    assert [e["action"] for e in record["review"]["edits"]] == ["exclude nucleus"]
+    assert (
+        record["summary"]["counts"]["n_nuclei"]
+        == outcome.record["summary"]["counts"]["n_nuclei"] - 1
+    )
+    page = (case_dir / "report.html").read_text()
+    assert "exclude nucleus" in page
+    assert "qualified pathologist" in page
