@@ -372,8 +372,10 @@ def test_z_stack_spots_are_sharp_in_their_own_plane_only(zfield):
     for spot in chosen[chosen.cluster_id < 0].itertuples():
         iy, ix = round(spot.y), round(spot.x)
         crowded = len(tree.query_ball_point([spot.y, spot.x], 10)) > 1
-        if crowded or debris.query_ball_point([spot.y, spot.x], 15) or not (
-            8 <= iy < image.shape[1] - 8 and 8 <= ix < image.shape[2] - 8
+        if (
+            crowded
+            or debris.query_ball_point([spot.y, spot.x], 15)
+            or not (8 <= iy < image.shape[1] - 8 and 8 <= ix < image.shape[2] - 8)
         ):
             continue
         background = np.median(image[:, iy - 8 : iy + 9, ix - 8 : ix + 9], axis=(1, 2))
