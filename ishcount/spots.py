@@ -328,7 +328,13 @@ def spot_filter(
     Smoothing with the Gaussian of the PSF is the matched filter for a Gaussian spot in
     white noise; subtracting a Gaussian twice as wide (applied to the already smoothed
     image, so one extra pass) removes background and suppresses the nuclear texture and
-    autofluorescent speckle that a plain matched filter passes. The background is the
+    autofluorescent speckle that a plain matched filter passes. In a z-stack the wide
+    Gaussian is lateral only: the haze of a nucleus rises and falls over a few planes,
+    i.e. at the scale of the axial PSF, and an axial difference of Gaussians (with mirrored
+    ends of a short stack) turns the curvature of that profile into false signals in the
+    brightest planes; a lateral-only difference removes anything laterally smooth whatever
+    its axial profile, while the matched axial smoothing still localises signals in z.
+    The background is the
     median of each block of the smoothed image (strided samples), median-filtered over
     3 x 3 blocks so that a cluster filling a block does not lift it, and interpolated
     bilinearly.
@@ -348,7 +354,9 @@ def spot_filter(
         block[0] = 1
     block_int = tuple(max(1, int(b)) for b in block)
     smoothed = gaussian_smooth(array, sigma)
-    detection = smoothed - _wide_smooth(smoothed, math.sqrt(3.0) * sigma)
+    wide = np.zeros_like(sigma)
+    wide[-2:] = math.sqrt(3.0) * sigma[-2:]  # lateral only: see Notes
+    detection = smoothed - _wide_smooth(smoothed, wide)
     coarse = _lower_median(_block_samples(smoothed, block_int, per_axis=5))
     background = _upsample_linear(_coarse_median3(coarse), block_int, array.shape)
     smoothed -= background
@@ -412,11 +420,12 @@ def _noise_scales(sigma_px: np.ndarray) -> tuple[float, float]:
     """Raw-pixel and filtered-image noise sd per unit noise sd of the detection image.
 
     For white noise of sd n: var(G_s * noise) = n**2 / ((4 pi)**(d/2) prod(s)) and
-    var((G_s - G_2s) * noise) is that times 1 + 2**-d - 2 (2/5)**(d/2).
+    var((G_s - G_2s) * noise) is that times 1 + 2**-k - 2 (2/5)**(k/2), where k = 2 is the
+    number of (lateral) axes the difference of Gaussians acts on.
     """
     ndim = len(sigma_px)
     smoothing = (4 * np.pi) ** (ndim / 2) * float(np.prod(sigma_px))
-    dog = 1 + 2.0**-ndim - 2 * (2 / 5) ** (ndim / 2)
+    dog = 1 + 2.0**-2 - 2 * (2 / 5)
     return math.sqrt(smoothing / dog), math.sqrt(1 / dog)
 
 
@@ -959,8 +968,9 @@ def remove_broadband(
     *,
     max_distance_px: float = 2.0,
     min_copy_fraction: float = 0.25,
+    max_crosstalk: float = 0.1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Drop clusters found at the same place in both probe channels (broadband debris).
+    """Drop broadband debris (clusters in both channels) and crosstalk ghosts of bright spots.
 
     Parameters
     ----------
@@ -973,18 +983,28 @@ def remove_broadband(
     min_copy_fraction : float
         The dimmer cluster must hold at least this fraction of the brighter one's copies;
         a HER2 cluster bleeding faintly into CEP17 is not debris.
+    max_crosstalk : float
+        A spot within ``max_distance_px`` of a spot of the other channel that is at least
+        1 / ``max_crosstalk`` times brighter (integrated ``intensity``) is that spot's
+        spectral bleed-through and is dropped; 0 keeps every spot.
 
     Returns
     -------
     her2, cep17 : pandas.DataFrame
-        The tables without the paired clusters (``spot_id`` renumbered).
+        The tables without the paired clusters and the ghosts (``spot_id`` renumbered).
 
     Notes
     -----
     Autofluorescent debris shines in every channel and looks like a wide, very bright
     cluster. Gene clusters are HER2-only, and CEP17 signals do not cluster, so a cluster
     in both channels at one place with comparable copy estimates is debris. Overlapping
-    single signals (the kit counts one of each) are not touched.
+    single signals of comparable brightness (the kit counts one of each) are not touched.
+
+    Filter sets leak a few per cent of each probe's light into the other channel, so a
+    bright HER2 cluster leaves a faint, sharp copy of itself in the CEP17 image (and the
+    reverse) at exactly its position, bright enough to pass a noise threshold. A true
+    signal that coincides within ``max_distance_px`` with a spot ten times brighter in the
+    other channel is rare; the ghost of a bright spot is there every time.
 
     Examples
     --------
@@ -1001,19 +1021,42 @@ def remove_broadband(
         if not isinstance(table, pd.DataFrame):
             raise TypeError(f"{name} must be a DataFrame, got {type(table).__name__}")
     _positive(max_distance_px, "max_distance_px")
+    crosstalk = _positive(max_crosstalk, "max_crosstalk", minimum=-1.0)
+    if crosstalk < 0 or crosstalk >= 1:
+        raise ValueError(f"max_crosstalk must be in [0, 1), got {max_crosstalk!r}")
+    her2, cep17 = _drop_debris(her2, cep17, max_distance_px, min_copy_fraction)
+    if crosstalk > 0 and len(her2) and len(cep17):
+        ghosts_in_cep17 = _ghosts(cep17, her2, max_distance_px, crosstalk)
+        ghosts_in_her2 = _ghosts(her2, cep17, max_distance_px, crosstalk)
+        her2, cep17 = her2[~ghosts_in_her2], cep17[~ghosts_in_cep17]
+    return _renumber(her2), _renumber(cep17)
+
+
+_COORDINATES = ["z", "y", "x"]
+
+
+def _drop_debris(her2, cep17, max_distance_px, min_copy_fraction):
     a = her2[her2["is_cluster"].to_numpy(bool)]
     b = cep17[cep17["is_cluster"].to_numpy(bool)]
     if len(a) == 0 or len(b) == 0:
         return her2, cep17
-    columns = ["z", "y", "x"]
-    distance, nearest = cKDTree(b[columns].to_numpy(float)).query(a[columns].to_numpy(float))
+    tree = cKDTree(b[_COORDINATES].to_numpy(float))
+    distance, nearest = tree.query(a[_COORDINATES].to_numpy(float))
     copies_a = a["copies"].to_numpy(float)
     copies_b = b["copies"].to_numpy(float)[nearest]
     alike = np.minimum(copies_a, copies_b) >= min_copy_fraction * np.maximum(copies_a, copies_b)
     reach = max_distance_px + a["sigma"].to_numpy(float) + b["sigma"].to_numpy(float)[nearest]
     paired = (distance <= reach) & alike
-    drop_a, drop_b = a.index[paired], b.index[nearest[paired]]
-    return _renumber(her2.drop(index=drop_a)), _renumber(cep17.drop(index=drop_b))
+    return her2.drop(index=a.index[paired]), cep17.drop(index=b.index[nearest[paired]])
+
+
+def _ghosts(table, source, max_distance_px, crosstalk):
+    """True for spots of ``table`` explained by bleed-through of a spot of ``source``."""
+    tree = cKDTree(source[_COORDINATES].to_numpy(float))
+    distance, nearest = tree.query(table[_COORDINATES].to_numpy(float))
+    source_intensity = source["intensity"].to_numpy(float)[nearest]
+    dim = table["intensity"].to_numpy(float) <= crosstalk * source_intensity
+    return (distance <= max_distance_px) & dim
 
 
 def _renumber(table: pd.DataFrame) -> pd.DataFrame:
