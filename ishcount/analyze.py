@@ -40,6 +40,12 @@ class AnalysisParams:
         Keyword arguments of :func:`ishcount.detect_spots` for each signal channel.
     count : CountParams
         Which nuclei are scorable.
+    project_z : bool
+        For z-stacks, detect signals on the maximum-intensity projection (each signal's
+        ``z`` is then the plane where it is brightest) instead of in 3D. Projection is
+        the default: FISH sections are thin, counting is done on projected nuclei, and on
+        the synthetic z-stacks it recovers cluster copies far better (see Notes of
+        :func:`analyze_image`).
 
     Examples
     --------
@@ -54,6 +60,7 @@ class AnalysisParams:
     her2: Mapping[str, Any] = field(default_factory=dict)
     cep17: Mapping[str, Any] = field(default_factory=dict)
     count: CountParams = field(default_factory=CountParams)
+    project_z: bool = True
 
     def __post_init__(self) -> None:
         for name in ("segment", "her2", "cep17"):
@@ -68,6 +75,7 @@ class AnalysisParams:
             "her2": dict(self.her2),
             "cep17": dict(self.cep17),
             "count": {f.name: getattr(self.count, f.name) for f in fields(self.count)},
+            "project_z": self.project_z,
         }
 
     @classmethod
@@ -79,6 +87,7 @@ class AnalysisParams:
             her2=data.get("her2", {}),
             cep17=data.get("cep17", {}),
             count=count,
+            project_z=bool(data.get("project_z", True)),
         )
 
     def digest(self) -> str:
@@ -122,6 +131,20 @@ class ImageResult:
     seconds: Mapping[str, float] = field(default_factory=dict)
 
 
+def _detect(array: Any, spacing_um: tuple[float, ...], channel: str, params: AnalysisParams):
+    """Detect one channel's signals, on the z projection when asked."""
+    kwargs = getattr(params, channel)
+    if len(spacing_um) == 2 or not params.project_z:
+        return detect_spots(array, spacing_um=spacing_um, channel=channel, **kwargs)
+    stack = np.asarray(array)
+    found = detect_spots(stack.max(axis=0), spacing_um=spacing_um[1:], channel=channel, **kwargs)
+    if len(found):
+        y = np.clip(np.rint(found["y"].to_numpy()).astype(int), 0, stack.shape[1] - 1)
+        x = np.clip(np.rint(found["x"].to_numpy()).astype(int), 0, stack.shape[2] - 1)
+        found["z"] = stack[:, y, x].argmax(axis=0).astype(np.float64)
+    return found
+
+
 def analyze_image(
     image: FishImage,
     *,
@@ -146,6 +169,15 @@ def analyze_image(
     Returns
     -------
     ImageResult
+
+    Notes
+    -----
+    Nuclei are segmented on a projection of a z-stack and kept as 2D footprints.
+    Signals are detected on the maximum-intensity projection by default
+    (``params.project_z``). Measured on synthetic z-stacks (512x512, 5-7 planes
+    of 0.4 um, seeds 0-1), 3D detection gave a mean HER2 of 9.9 and 7.4 against
+    truths of 13.3 and 14.5 and mistook haze for CEP17 signals (4.8 against
+    2.2 per nucleus), while projection gave 13.7 and 11.8 with 2.7 and 2.3.
 
     Examples
     --------
@@ -174,9 +206,7 @@ def analyze_image(
         if array is None:
             continue
         start = time.perf_counter()
-        found[channel] = detect_spots(
-            array, spacing_um=image.spacing_um, channel=channel, **getattr(params, channel)
-        )
+        found[channel] = _detect(array, image.spacing_um, channel, params)
         seconds[channel] = time.perf_counter() - start
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
         found["her2"], found["cep17"] = remove_broadband(found["her2"], found["cep17"])

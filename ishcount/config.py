@@ -162,12 +162,13 @@ def parse_pipeline(data: Any, *, source: str = "<memory>") -> PipelineConfig:
     image = where.mapping(mapping.get("image", {}), "image")
     where.known(image, "image", {"channels", "pixel_size_um", "channel_files", "tile_size"})
     spots = where.mapping(mapping.get("spots", {}), "spots")
-    where.known(spots, "spots", set(CHANNELS[1:]))
+    where.known(spots, "spots", {*CHANNELS[1:], "project_z"})
     analysis = AnalysisParams(
         segment=where.kwargs(mapping.get("segment", {}), "segment", segment_nuclei),
         her2=where.kwargs(spots.get("her2", {}), "spots.her2", detect_spots),
         cep17=where.kwargs(spots.get("cep17", {}), "spots.cep17", detect_spots),
         count=where.dataclass(mapping.get("count", {}), "count", CountParams),
+        project_z=where.typed(spots.get("project_z", True), "spots.project_z", bool),
     )
     return PipelineConfig(
         name=name,

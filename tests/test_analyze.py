@@ -1,0 +1,75 @@
+"""analyze_image: the stages chained for one field."""
+
+import numpy as np
+import pytest
+
+from ishcount.analyze import AnalysisParams, analyze_image
+from ishcount.evaluate import match_labels
+from ishcount.image import FishImage
+from ishcount.synthetic import make_field
+from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA
+
+
+@pytest.fixture(scope="module")
+def field():
+    return make_field("group1", shape=(512, 512), rng=4)
+
+
+def test_counts_are_the_sums_of_the_assigned_signals(field):
+    result = analyze_image(field.image)
+    assert list(result.cells.columns) == list(CELL_SCHEMA)
+    assert list(result.spots.columns) == list(SPOT_SCHEMA)
+    assert result.spots["spot_id"].is_unique
+    inside = result.spots[result.spots["label"] > 0]
+    for channel in ("her2", "cep17"):
+        sums = inside[inside["channel"] == channel].groupby("label")["copies"].sum()
+        counts = result.cells.set_index("label")[f"n_{channel}"]
+        assert (sums.reindex(counts.index).fillna(0) == counts).all()
+    assert set(result.seconds) >= {"segment", "her2", "cep17", "count"}
+    assert match_labels(field.nuclei, result.labels).f1 > 0.8
+
+
+def test_labels_made_elsewhere_are_used(field):
+    result = analyze_image(field.image, labels=field.nuclei)
+    agreement = match_labels(field.nuclei, result.labels)
+    assert agreement.precision == 1.0  # every nucleus is one of the given ones, unchanged
+    assert agreement.mean_iou == 1.0
+    assert agreement.recall > 0.85  # slivers below the size limit are dropped
+
+
+def test_roi_limits_the_scored_nuclei(field):
+    roi = np.zeros(field.image.shape, bool)
+    roi[:, :256] = True
+    result = analyze_image(field.image, roi=roi)
+    scored = result.cells[result.cells["is_scored"]]
+    assert (scored["centroid_x"] < 256).all()
+    assert "touches ROI edge" in set(result.cells["exclusion_reason"])
+
+
+def test_single_probe_images_score_without_cep17(field):
+    image = FishImage(field.image.dapi, field.image.her2, None, spacing_um=field.image.spacing_um)
+    result = analyze_image(image)
+    assert set(result.spots["channel"]) == {"her2"}
+    assert result.cells["is_scored"].any()
+    assert "no CEP17 signal" not in set(result.cells["exclusion_reason"])
+
+
+def test_z_stacks_keep_each_signal_in_its_brightest_plane():
+    stack = make_field("group1", shape=(256, 256), n_z=5, rng=6)
+    projected = analyze_image(stack.image)
+    assert projected.labels.shape == (256, 256)
+    z = projected.spots["z"]
+    assert z.between(0, 4).all()
+    assert z.nunique() > 1
+    in_3d = analyze_image(stack.image, params=AnalysisParams(project_z=False))
+    assert len(in_3d.spots) > 0
+
+
+def test_empty_and_bad_input():
+    flat = np.full((128, 128), 100, np.uint16)
+    result = analyze_image(FishImage(flat, flat, flat, spacing_um=(0.1, 0.1)))
+    assert len(result.cells) == 0
+    assert list(result.cells.columns) == list(CELL_SCHEMA)
+    assert not result.labels.any()
+    with pytest.raises(TypeError, match="FishImage"):
+        analyze_image(flat)
