@@ -162,14 +162,15 @@ def test_unsaved_review_is_autosaved_and_restored(make_napari_viewer, qtbot, tmp
     assert widget.session.edits[-1].action == "exclude nucleus"
 
 
-def test_screenshot_after_analysis_shows_signals(make_napari_viewer, qtbot):
+def test_screenshot_after_analysis_shows_signals(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer(show=True)
     _analysed_widget(viewer, qtbot)
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)
     from skimage.io import imsave
 
-    imsave("/tmp/ishcount_napari_screenshot.png", shot, check_contrast=False)
+    # kept for a person to look at: pytest --basetemp=DIR keeps it in DIR
+    imsave(tmp_path / "napari_screenshot.png", shot, check_contrast=False)
     assert shot[..., :3].std() > 5  # not blank
     for name in ("HER2 signals", "CEP17 signals", "HER2 clusters"):
         assert viewer.layers[name].visible
