@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from ishcount import RESEARCH_USE_NOTICE, __version__
@@ -71,8 +72,24 @@ def encode_png(rgb: np.ndarray) -> bytes:
     )
 
 
-def composite_rgb(image: FishImage, step: int = 1) -> np.ndarray:
-    """Display composite: HER2 red, CEP17 green, DAPI blue, each stretched to 1-99.8 percentiles.
+def display_limits(image: FishImage) -> dict[str, tuple[float, float]]:
+    """Display range of each channel: its 1st and 99.8th percentiles (on a 1-in-16 sample)."""
+    limits = {}
+    for name in image.channel_names:
+        sample = np.asarray(image.channel(name))[..., ::4, ::4]
+        low, high = np.percentile(sample, (1.0, 99.8))
+        limits[name] = (float(low), max(float(high), float(low) + 1e-6))
+    return limits
+
+
+def composite_rgb(
+    image: FishImage,
+    step: int = 1,
+    *,
+    limits: Mapping[str, tuple[float, float]] | None = None,
+    window: tuple[slice, slice] = (slice(None), slice(None)),
+) -> np.ndarray:
+    """Display composite: HER2 red, CEP17 green, DAPI blue.
 
     Parameters
     ----------
@@ -80,29 +97,32 @@ def composite_rgb(image: FishImage, step: int = 1) -> np.ndarray:
         z-stacks are max-projected.
     step : int
         Keep every ``step``-th pixel along y and x (block maximum, so signals survive).
+    limits : mapping, optional
+        Display range per channel; default :func:`display_limits`.
+    window : tuple of slice
+        Region ``(y, x)`` to render; default the whole field.
 
     Returns
     -------
     ndarray of uint8, shape (Y // step, X // step, 3)
     """
+    limits = limits or display_limits(image)
     planes = []
     for name in ("her2", "cep17", "dapi"):
         array = image.channel(name)
         if array is None:
             planes.append(None)
             continue
-        plane = np.asarray(array, dtype=np.float32)
+        plane = np.asarray(array[(..., *window)], dtype=np.float32)
         if plane.ndim == 3:
             plane = plane.max(axis=0)
-        planes.append(_block_max(plane, step))
+        low, high = limits[name]
+        planes.append((_block_max(plane, step) - low) * (255.0 / (high - low)))
     shape = next(p.shape for p in planes if p is not None)
     rgb = np.zeros((*shape, 3), np.uint8)
     for index, plane in enumerate(planes):
-        if plane is None:
-            continue
-        low, high = np.percentile(plane, (1.0, 99.8))
-        scaled = (plane - low) / max(float(high - low), 1e-6)
-        rgb[..., index] = np.clip(scaled * 255.0, 0, 255).astype(np.uint8)
+        if plane is not None:
+            rgb[..., index] = np.clip(plane, 0, 255).astype(np.uint8)
     return rgb
 
 
@@ -133,7 +153,8 @@ def field_figures(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> 
         ``step`` (downsampling factor) and ``gallery`` (scored nuclei: label, counts, PNG).
     """
     step = max(1, math.ceil(max(labels.shape) / OVERVIEW_MAX_PX))
-    rgb = composite_rgb(image, step)
+    limits = display_limits(image)
+    rgb = composite_rgb(image, step, limits=limits)
     small = labels[::step, ::step][: rgb.shape[0], : rgb.shape[1]]
     scored = set(cells.loc[cells["is_scored"], "label"].tolist())
     edges = find_boundaries(small, mode="inner")
@@ -143,22 +164,24 @@ def field_figures(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> 
     return {
         "overview": base64.b64encode(encode_png(rgb)).decode("ascii"),
         "step": step,
-        "gallery": _gallery(image, labels, cells),
+        "gallery": _gallery(image, labels, cells, limits),
     }
 
 
-def _gallery(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> list[dict[str, Any]]:
+def _gallery(
+    image: FishImage, labels: np.ndarray, cells: pd.DataFrame, limits: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     chosen = cells[cells["is_scored"]].sort_values(["n_her2", "label"], ascending=[False, True])
     if len(chosen) > GALLERY_SIZE:
         picks = np.linspace(0, len(chosen) - 1, GALLERY_SIZE).round().astype(int)
         chosen = chosen.iloc[np.unique(picks)]
     items = []
-    full = composite_rgb(image) if len(chosen) else None
+    boxes = ndi.find_objects(labels)
     for row in chosen.itertuples():
-        ys, xs = np.nonzero(labels == row.label)
-        y0, y1 = max(ys.min() - 8, 0), min(ys.max() + 9, labels.shape[0])
-        x0, x1 = max(xs.min() - 8, 0), min(xs.max() + 9, labels.shape[1])
-        crop = full[y0:y1, x0:x1].copy()
+        box = boxes[row.label - 1]
+        y0, y1 = max(box[0].start - 8, 0), min(box[0].stop + 8, labels.shape[0])
+        x0, x1 = max(box[1].start - 8, 0), min(box[1].stop + 8, labels.shape[1])
+        crop = composite_rgb(image, limits=limits, window=(slice(y0, y1), slice(x0, x1)))
         crop[find_boundaries(labels[y0:y1, x0:x1] == row.label, mode="inner")] = SCORED_RGB
         items.append(
             {
