@@ -1,0 +1,387 @@
+"""Accuracy of every stage on synthetic presets against their exact truth (issue 4).
+
+For each preset (group1..group5, heterogeneous, borderline, low_snr), 2D fields and
+z-stacks, over several seeds: nuclei F1 at IoU 0.5, isolated-signal F1 per channel,
+per-nucleus count errors and case-level ratio / mean HER2 / group, with PASS/FAIL
+against the project's targets and the peer's (big-fish, dense decomposition) figures.
+
+Counts and case figures use the nuclei that are matched (IoU >= 0.5) and scorable in
+truth, so segmentation misses do not enter the count errors twice; the end-to-end
+case result (the pipeline's own scored nuclei through :func:`ishcount.score_case`) is
+printed beside it.
+
+Usage::
+
+    python benchmarks/accuracy.py            # 2D 2048x2048 x 3 seeds, z-stacks 1024x1024x9 x 2
+    python benchmarks/accuracy.py --quick    # 2D 1024x1024 x 1 seed, z-stacks 512x512x9 x 1
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    format_table,
+    machine_info,
+    machine_line,
+    parse_args,
+    results_path,
+    verdict,
+    write_results,
+)
+
+from ishcount.analyze import analyze_image
+from ishcount.evaluate import case_errors, count_errors, evaluate_spots, match_labels
+from ishcount.score import is_amplified, score_case
+from ishcount.synthetic import PRESETS, make_field
+
+PRESET_NAMES = (
+    "group1",
+    "group2",
+    "group3",
+    "group4",
+    "group5",
+    "heterogeneous",
+    "borderline",
+    "low_snr",
+)
+LOW_SNR_PRESETS = frozenset({"low_snr"})
+MATCH_DISTANCE_UM = 0.15  # 1.5 px at the default 0.1 um pixel
+RATIO_CUTOFF = 2.0
+MEAN_HER2_CUTOFFS = (4.0, 6.0)
+MIN_AMPLIFIED_NUCLEI = 10  # fewer amplified nuclei in a row: its relative error is not judged
+
+TARGETS = {
+    "nuclei_f1": 0.95,
+    "isolated_f1_normal": 0.99,
+    "isolated_f1_low_snr": 0.95,
+    "amplified_her2_rel_error": 0.08,
+    "cep17_mae": 0.1,
+    "case_rel_error": 0.05,
+}
+
+#: The peer's published figures (big-fish with dense decomposition), for reference.
+PEER_FIGURES = [
+    {"figure": "isolated-signal F1", "normal": "0.99", "low SNR": "0.90"},
+    {"figure": "amplified-nucleus HER2 count error", "normal": "12%", "low SNR": "18%"},
+    {"figure": "CEP17 per nucleus (bias)", "normal": "+0.6", "low SNR": "-"},
+    {"figure": "case ratio (true 4.81)", "normal": "4.01", "low SNR": "2.17"},
+]
+
+
+# ----------------------------------------------------------------------------- one field
+
+
+def _spot_accuracy(field, result) -> dict[str, Any]:
+    """Isolated-signal matches per channel, laterally within MATCH_DISTANCE_UM."""
+    lateral = tuple(field.image.spacing_um[-2:])
+    out = {}
+    for channel in ("her2", "cep17"):
+        record = evaluate_spots(
+            field.spots,
+            result.spots,
+            max_distance=MATCH_DISTANCE_UM,
+            spacing=lateral,
+            channel=channel,
+        )
+        iso = record.isolated
+        out[channel] = {"tp": iso.tp, "n_true": iso.n_true, "n_pred": iso.n_pred}
+    return out
+
+
+def _matched_counts(field, result, mapping: dict[int, int]) -> pd.DataFrame:
+    """True and predicted counts of the matched nuclei that are scorable in truth."""
+    truth = field.cells.set_index("label")
+    pred = result.cells.set_index("label")
+    pairs = [
+        (t, p) for t, p in mapping.items() if t in truth.index and bool(truth.at[t, "is_scorable"])
+    ]
+    true_labels = [t for t, _ in pairs]
+    pred_labels = [p for _, p in pairs]
+    return pd.DataFrame(
+        {
+            "true_her2": truth.loc[true_labels, "n_her2"].to_numpy(np.int64),
+            "true_cep17": truth.loc[true_labels, "n_cep17"].to_numpy(np.int64),
+            "pred_her2": pred.loc[pred_labels, "n_her2"].to_numpy(np.int64),
+            "pred_cep17": pred.loc[pred_labels, "n_cep17"].to_numpy(np.int64),
+        }
+    )
+
+
+def _case_values(her2: np.ndarray, cep17: np.ndarray) -> dict[str, float]:
+    n = len(her2)
+    return {
+        "ratio": float(her2.sum() / cep17.sum()) if cep17.sum() else math.nan,
+        "mean_her2": float(her2.mean()) if n else math.nan,
+        "mean_cep17": float(cep17.mean()) if n else math.nan,
+    }
+
+
+def _end_to_end(field, result) -> dict[str, Any]:
+    """The pipeline's own case result (its scored nuclei) against the field's truth."""
+    truth_cells = field.cells[field.cells["is_scorable"]]
+    truth = _case_values(truth_cells["n_her2"].to_numpy(), truth_cells["n_cep17"].to_numpy())
+    summary = score_case(result.cells, rng=0, n_resamples=1)
+    if summary.ratio is None or summary.mean_her2 is None:
+        return {"ratio_rel_error": math.nan, "mean_her2_rel_error": math.nan, "group_agrees": False}
+    errors = case_errors(truth, summary)
+    return {
+        "ratio_true": errors.ratio_true,
+        "ratio_pred": errors.ratio_pred,
+        "ratio_rel_error": errors.ratio_rel_error,
+        "mean_her2_rel_error": errors.mean_her2_rel_error,
+        "group_agrees": errors.group_agrees,
+    }
+
+
+def _far_from_cutoffs(ratio: float, mean_her2: float, margin: float = 0.10) -> bool:
+    """True when ratio and mean HER2 are both at least ``margin`` (relative) from a cut-off."""
+    ratio_far = abs(ratio - RATIO_CUTOFF) >= margin * RATIO_CUTOFF
+    mean_far = all(abs(mean_her2 - cut) >= margin * cut for cut in MEAN_HER2_CUTOFFS)
+    return ratio_far and mean_far
+
+
+def evaluate_field(field, result) -> dict[str, Any]:
+    """All accuracy figures of one analysed synthetic field (one field = one case here)."""
+    segmentation = match_labels(field.nuclei, result.labels, iou_threshold=0.5)
+    counts = _matched_counts(field, result, segmentation.mapping)
+    truth = _case_values(counts["true_her2"].to_numpy(), counts["true_cep17"].to_numpy())
+    pred = _case_values(counts["pred_her2"].to_numpy(), counts["pred_cep17"].to_numpy())
+    case = case_errors(truth, pred)
+    return {
+        "nuclei": {
+            "tp": segmentation.tp,
+            "n_true": segmentation.n_true,
+            "n_pred": segmentation.n_pred,
+        },
+        "spots": _spot_accuracy(field, result),
+        "counts": counts,
+        "case": {
+            "ratio_true": case.ratio_true,
+            "ratio_pred": case.ratio_pred,
+            "ratio_rel_error": case.ratio_rel_error,
+            "mean_her2_true": case.mean_her2_true,
+            "mean_her2_pred": case.mean_her2_pred,
+            "mean_her2_rel_error": case.mean_her2_rel_error,
+            "group_true": case.group_true,
+            "group_pred": case.group_pred,
+            "group_agrees": case.group_agrees,
+            "group_judged": _far_from_cutoffs(case.ratio_true, case.mean_her2_true),
+        },
+        "end_to_end": _end_to_end(field, result),
+    }
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _f1(tp: int, n_true: int, n_pred: int) -> float:
+    return 2 * tp / (n_true + n_pred) if n_true + n_pred else math.nan
+
+
+def _pooled_f1(records: list[dict[str, int]]) -> float:
+    return _f1(*(sum(r[k] for r in records) for k in ("tp", "n_true", "n_pred")))
+
+
+def summarize_row(preset: str, mode: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pool the per-field figures of one preset and mode (micro-averaged over seeds)."""
+    counts = pd.concat([f["counts"] for f in fields], ignore_index=True)
+    amplified = is_amplified(counts["true_her2"], counts["true_cep17"])
+    her2 = count_errors(counts["true_her2"], counts["pred_her2"])
+    cep17 = count_errors(counts["true_cep17"], counts["pred_cep17"])
+    amp = count_errors(counts["true_her2"][amplified], counts["pred_her2"][amplified])
+    cases = [f["case"] for f in fields]
+    e2e = [f["end_to_end"] for f in fields]
+    return {
+        "preset": preset,
+        "mode": mode,
+        "fields": len(fields),
+        "nuclei_f1": _pooled_f1([f["nuclei"] for f in fields]),
+        "her2_iso_f1": _pooled_f1([f["spots"]["her2"] for f in fields]),
+        "cep17_iso_f1": _pooled_f1([f["spots"]["cep17"] for f in fields]),
+        "n_nuclei": len(counts),
+        "n_amplified": int(amplified.sum()),
+        "amp_her2_rel_err": amp.mean_relative_error if amp.n >= MIN_AMPLIFIED_NUCLEI else math.nan,
+        "her2_mae": her2.mae,
+        "her2_bias": her2.bias,
+        "cep17_mae": cep17.mae,
+        "cep17_bias": cep17.bias,
+        "ratio_true": float(np.mean([c["ratio_true"] for c in cases])),
+        "ratio_pred": float(np.mean([c["ratio_pred"] for c in cases])),
+        "ratio_rel_err_max": float(np.max([c["ratio_rel_error"] for c in cases])),
+        "mean_her2_rel_err_max": float(np.max([c["mean_her2_rel_error"] for c in cases])),
+        "groups": " ".join(f"{c['group_true']}>{c['group_pred']}" for c in cases),
+        "group_judged": sum(c["group_judged"] for c in cases),
+        "group_wrong_judged": sum(c["group_judged"] and not c["group_agrees"] for c in cases),
+        "e2e_ratio_rel_err_max": float(np.nanmax([c["ratio_rel_error"] for c in e2e])),
+        "e2e_mean_her2_rel_err_max": float(np.nanmax([c["mean_her2_rel_error"] for c in e2e])),
+        "e2e_group_agrees": sum(bool(c["group_agrees"]) for c in e2e),
+    }
+
+
+def _row_checks(row: dict[str, Any]) -> dict[str, bool | None]:
+    """PASS/FAIL of each target for one row (None: not applicable)."""
+    low = row["preset"] in LOW_SNR_PRESETS
+    iso_target = TARGETS["isolated_f1_low_snr" if low else "isolated_f1_normal"]
+    amp = row["amp_her2_rel_err"]
+    return {
+        "nuclei_f1": row["nuclei_f1"] >= TARGETS["nuclei_f1"],
+        "isolated_f1": min(row["her2_iso_f1"], row["cep17_iso_f1"]) >= iso_target,
+        "amp_her2": None if math.isnan(amp) else amp <= TARGETS["amplified_her2_rel_error"],
+        "cep17_mae": row["cep17_mae"] <= TARGETS["cep17_mae"],
+        "ratio": row["ratio_rel_err_max"] <= TARGETS["case_rel_error"],
+        "mean_her2": row["mean_her2_rel_err_max"] <= TARGETS["case_rel_error"],
+        "group": None if not row["group_judged"] else row["group_wrong_judged"] == 0,
+    }
+
+
+def target_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per target: the worst row, and PASS when every applicable row passes."""
+    descriptions = {
+        "nuclei_f1": ("nuclei F1 @IoU0.5 >= 0.95", "nuclei_f1", min),
+        "isolated_f1": ("isolated F1 >= 0.99 (0.95 low SNR)", None, min),
+        "amp_her2": ("amplified HER2 rel. error <= 8%", "amp_her2_rel_err", max),
+        "cep17_mae": ("CEP17 MAE <= 0.1 / nucleus", "cep17_mae", max),
+        "ratio": ("case ratio within 5%", "ratio_rel_err_max", max),
+        "mean_her2": ("mean HER2 within 5%", "mean_her2_rel_err_max", max),
+        "group": ("group right (>= 10% from cut-offs)", "group_wrong_judged", max),
+    }
+    lines = []
+    for key, (text, column, worst) in descriptions.items():
+        for mode in sorted({r["mode"] for r in rows}):
+            part = [r for r in rows if r["mode"] == mode and r["checks"][key] is not None]
+            if column is None:
+                values = {r["preset"]: min(r["her2_iso_f1"], r["cep17_iso_f1"]) for r in part}
+            else:
+                values = {r["preset"]: r[column] for r in part}
+            checks = [r["checks"][key] for r in part]
+            worst_preset = worst(values, key=values.get) if values else None
+            lines.append(
+                {
+                    "target": text,
+                    "mode": mode,
+                    "worst": values.get(worst_preset) if worst_preset else None,
+                    "worst_preset": worst_preset,
+                    "failing": ", ".join(r["preset"] for r in part if not r["checks"][key]),
+                    "verdict": verdict(all(checks) if checks else None),
+                }
+            )
+    return lines
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_mode(mode: str, shape, n_z, seeds, presets) -> list[dict[str, Any]]:
+    """Generate, analyse and evaluate every preset in one mode; return the pooled rows."""
+    rows = []
+    for preset in presets:
+        fields = []
+        for seed in seeds:
+            start = time.perf_counter()
+            field = make_field(preset, shape=shape, n_z=n_z, rng=seed, name=f"{preset}_{seed}")
+            result = analyze_image(field.image)
+            fields.append(evaluate_field(field, result))
+            print(
+                f"  {mode:7s} {preset:13s} seed {seed}: {time.perf_counter() - start:5.1f} s",
+                flush=True,
+            )
+        row = summarize_row(preset, mode, fields)
+        row["checks"] = _row_checks(row)
+        row["fails"] = ",".join(k for k, v in row["checks"].items() if v is False) or "-"
+        rows.append(row)
+    return rows
+
+
+MAIN_COLUMNS = [
+    "preset",
+    "mode",
+    "fields",
+    "nuclei_f1",
+    "her2_iso_f1",
+    "cep17_iso_f1",
+    "n_nuclei",
+    "n_amplified",
+    "amp_her2_rel_err",
+    "her2_mae",
+    "cep17_mae",
+    "cep17_bias",
+    "fails",
+]
+CASE_COLUMNS = [
+    "preset",
+    "mode",
+    "ratio_true",
+    "ratio_pred",
+    "ratio_rel_err_max",
+    "mean_her2_rel_err_max",
+    "groups",
+    "group_judged",
+    "group_wrong_judged",
+    "e2e_ratio_rel_err_max",
+    "e2e_mean_her2_rel_err_max",
+    "e2e_group_agrees",
+]
+
+
+def settings(quick: bool) -> dict[str, Any]:
+    """Benchmark sizes: default 2048x2048 2D and 1024x1024x9 z-stacks; quick is smaller."""
+    if quick:
+        return {"2d_shape": (1024, 1024), "2d_seeds": [1], "z_shape": (512, 512), "z_seeds": [1]}
+    return {
+        "2d_shape": (2048, 2048),
+        "2d_seeds": [1, 2, 3],
+        "z_shape": (1024, 1024),
+        "z_seeds": [1, 2],
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    info = machine_info()
+    print(machine_line(info), flush=True)
+    config = settings(args.quick)
+    config["n_z"] = 9
+    config["match_distance_um"] = MATCH_DISTANCE_UM
+    start = time.perf_counter()
+    rows = run_mode("2D", config["2d_shape"], None, config["2d_seeds"], PRESET_NAMES)
+    rows += run_mode("z-stack", config["z_shape"], 9, config["z_seeds"], PRESET_NAMES)
+    elapsed = time.perf_counter() - start
+    targets = target_summary(rows)
+    print(f"\nSettings: {config}; {elapsed:.0f} s in total\n")
+    print("Per preset (counts over matched nuclei scorable in truth):")
+    print(format_table(rows, MAIN_COLUMNS))
+    print("\nCase level (matched scorable nuclei; e2e = the pipeline's own scored nuclei):")
+    print(format_table(rows, CASE_COLUMNS))
+    print("\nTargets:")
+    print(format_table(targets, ["target", "mode", "worst", "worst_preset", "failing", "verdict"]))
+    print("\nPeer's published figures (big-fish, dense decomposition), for reference:")
+    print(format_table(PEER_FIGURES, ["figure", "normal", "low SNR"]))
+    presets = {name: PRESETS[name].description for name in PRESET_NAMES}
+    document = {
+        "benchmark": "accuracy",
+        "machine": info,
+        "settings": config,
+        "seconds": elapsed,
+        "presets": presets,
+        "targets": TARGETS,
+        "rows": rows,
+        "target_summary": targets,
+        "peer_figures": PEER_FIGURES,
+    }
+    path = write_results(results_path("accuracy", args.quick, args.out), document)
+    print(f"\nWrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
