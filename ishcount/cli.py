@@ -112,8 +112,7 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
         "'python -m ishcount.synthetic' (see 'ishcount synth --help').",
         add_help=False,
     )
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    parser.set_defaults(handler=_run_synth)
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="see 'ishcount synth --help'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     asco-cap-2018-breast-dual (version 2018.1): ...
     0
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["synth"]:  # its own parser: argparse's REMAINDER drops leading options
+        return _run_synth(argparse.Namespace(args=argv[1:]))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

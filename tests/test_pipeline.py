@@ -141,3 +141,30 @@ def test_local_cluster_gives_the_local_results(batch, tmp_path):
         pd.testing.assert_frame_equal(cells_a, cells_b)
         assert a.record["classification"] == b.record["classification"]
     assert np.isfinite([o.record["classification"]["ratio"] for o in remote]).all()
+
+
+def test_synth_command_writes_a_case_that_run_reads(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "synth",
+                "--preset",
+                "group5",
+                "--out",
+                str(tmp_path / "case"),
+                "--size",
+                "256",
+                "--fields",
+                "2",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert "group 5" in capsys.readouterr().out
+    assert len(discover_cases([tmp_path / "case"])[0].sources) == 2
+    assert (
+        main(["run", str(tmp_path / "case"), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    )
+    assert (tmp_path / "out" / "case" / "report.html").is_file()
