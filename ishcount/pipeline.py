@@ -6,11 +6,11 @@ is a batch. One image is one task through every per-image stage
 :func:`ishcount.score.score_case` and :func:`ishcount.rules.classify`
 (:func:`finish_case`).
 
-By default the tasks run on this machine in worker processes (a
-``dask.distributed.LocalCluster`` started and stopped by the run: nothing to
-install or start). ``scheduler="tcp://host:8786"`` sends the same tasks to an
-existing Dask cluster; its workers must see the input and output folders
-(a shared file system) and have ishcount installed.
+By default the tasks run on this machine in worker processes (dask's local
+process pool, one field per task: nothing to install or start; ``workers=1``
+runs them in this process). ``scheduler="tcp://host:8786"`` sends the same
+tasks to an existing ``dask.distributed`` cluster; its workers must see the
+input and output folders (a shared file system) and have ishcount installed.
 
 Results are resumable: each field writes ``fields/<name>/field.json`` last,
 holding the SHA-256 of its input files and the digest of the parameters; a
