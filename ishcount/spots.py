@@ -750,8 +750,18 @@ def single_signal_reference(
     mode = half_sample_mode(log_flux[narrow])
     near = narrow & (np.abs(log_flux - mode) < np.log(2.0))
     reference_area = float(np.exp(np.median(log_area[near])))
-    # Copies add intensities, so the reference is the population's mean, not its mode:
-    # the mean of the single signals within a factor 3 of the mode.
+    # Copies add intensities, so the reference is the population's mean, not its mode.
+    # Single-signal brightness is log-normal: mean = exp(median + var / 2) of log intensity.
+    # Median and spread come from the core within a factor 2 of the mode, which unresolved
+    # pairs (twice as bright) and signals lost under the threshold (the dim tail) barely
+    # reach, where a plain mean over a wider window is pulled up by both.
+    # With fewer than ten such signals the spread is not measurable: then the plain mean
+    # of the signals within a factor 3 of the mode.
+    core = log_flux[near]
+    if core.size >= 10:
+        spread = 1.4826 * float(np.median(np.abs(core - np.median(core))))
+        reference = float(np.exp(np.median(core) + spread**2 / 2))
+        return SingleSignalReference(reference, reference_area, int(core.size), source)
     population = narrow & (np.abs(log_flux - mode) < np.log(3.0))
     reference = float(np.mean(np.exp(log_flux[population])))
     return SingleSignalReference(reference, reference_area, int(population.sum()), source)
