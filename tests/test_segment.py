@@ -5,7 +5,6 @@ expectation follows from the geometry; tolerances are stated where they are used
 """
 
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -594,15 +593,10 @@ def test_filter_by_area_uses_physical_units():
 
 
 @pytest.mark.slow
-def test_speed_on_a_2048_field():
+def test_a_2048_field_with_150_nuclei():
     image, truth = random_field(shape=(2048, 2048), n=150, rng=7)
-    segment_nuclei(image, spacing_um=(PIXEL_UM, PIXEL_UM))  # warm-up
-    start = time.perf_counter()
     labels = segment_nuclei(image, spacing_um=(PIXEL_UM, PIXEL_UM))
-    elapsed = time.perf_counter() - start
-    assert f1_score(truth, labels) >= 0.9
-    # ~0.15 s measured on the 2-core development machine; generous for a shared CI runner.
-    assert elapsed < 1.0
+    assert f1_score(truth, labels) >= 0.9  # speed: benchmarks/scaling.py
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ Poisson shot noise, so every expectation below is derived from the rendered trut
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -506,12 +504,8 @@ def test_invalid_arguments_name_the_parameter(kwargs, error, message):
 
 
 @pytest.mark.slow
-def test_speed_of_one_2048_channel():
+def test_a_2048_channel_with_9216_signals():
     tile = noisy(render((256, 256), grid_positions((256, 256), 20, margin=10), 250.0), seed=9)
     image = np.tile(tile, (8, 8))  # 2048 x 2048, 144 spots per tile
-    detect_spots(image)  # warm-up
-    start = time.process_time()
-    found = detect_spots(image)
-    elapsed = time.process_time() - start
+    found = detect_spots(image)  # speed: benchmarks/vs_bigfish.py
     assert len(found) == 64 * len(grid_positions((256, 256), 20, margin=10))
-    assert elapsed < 1.0  # about 0.2 s on an idle core; generous for shared CI machines
