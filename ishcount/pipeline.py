@@ -442,81 +442,80 @@ def run_batch(
     cases = discover_cases(inputs, config=config)
     out_dir = check_output_folder(Path(out), cases)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [(case, source) for case in cases for source in case.sources]
     for case in cases:
         (out_dir / case.name).mkdir(exist_ok=True)
-    records = _run_tasks(tasks, out_dir, config, options, scheduler, workers, on_field)
-    outcomes = []
-    for case in cases:
-        case_records = [records[(case.name, s.name)] for s in case.sources]
-        outcomes.append(finish_case(case, case_records, out_dir / case.name, config, options))
+    run = _run_in_process if scheduler is None and workers == 1 else _run_on_dask
+    outcomes = run(cases, out_dir, config, options, on_field, scheduler=scheduler, workers=workers)
     write_table(summary_table(outcomes), out_dir / "summary.csv")
     return outcomes
 
 
-def _run_tasks(tasks, out_dir, config, options, scheduler, workers, on_field):
-    records: dict[tuple[str, str], FieldRecord] = {}
+def _run_in_process(cases, out_dir, config, options, on_field, **_) -> list[CaseOutcome]:
+    outcomes = []
+    for case in cases:
+        records = []
+        for source in case.sources:
+            records.append(process_field(case.name, source, out_dir / case.name, config, options))
+            if on_field is not None:
+                on_field(records[-1])
+        outcomes.append(finish_case(case, records, out_dir / case.name, config, options))
+    return outcomes
 
-    def collect(record: FieldRecord) -> None:
-        records[(record.case, record.name)] = record
-        if on_field is not None:
-            on_field(record)
 
-    if scheduler is None and (workers == 1 or len(tasks) <= 1):
-        for case, source in tasks:
-            collect(process_field(case.name, source, out_dir / case.name, config, options))
-        return records
+def _graph(cases, out_dir, config, options) -> tuple[list[Any], list[Any]]:
+    """The batch as a Dask graph: one task per field, one per case depending on its fields."""
+    import dask
+
+    field_tasks, case_tasks = [], []
+    for case in cases:
+        case_dir = out_dir / case.name
+        fields = [
+            dask.delayed(process_field, pure=False)(case.name, source, case_dir, config, options)
+            for source in case.sources
+        ]
+        field_tasks += fields
+        case_tasks.append(
+            dask.delayed(finish_case, pure=False)(case, fields, case_dir, config, options)
+        )
+    return field_tasks, case_tasks
+
+
+def _run_on_dask(
+    cases, out_dir, config, options, on_field, *, scheduler, workers
+) -> list[CaseOutcome]:
+    """Run the graph on this machine's worker processes, or on a ``dask.distributed`` cluster."""
+    field_tasks, case_tasks = _graph(cases, out_dir, config, options)
     if scheduler is None:
-        _run_local_processes(tasks, out_dir, config, options, workers, collect)
-        return records
-
+        return _run_local_processes(case_tasks, len(field_tasks), workers, on_field)
     from dask.distributed import Client, as_completed
 
-    client = Client(scheduler)
-    try:
-        futures = [
-            client.submit(
-                process_field,
-                case.name,
-                source,
-                out_dir / case.name,
-                config,
-                options,
-                key=f"ishcount-field-{case.name}-{source.name}-{i}",
-                pure=False,
-            )
-            for i, (case, source) in enumerate(tasks)
-        ]
-        for future in as_completed(futures):
-            collect(future.result())
-    finally:
-        client.close()
-    return records
+    with Client(scheduler) as client:
+        futures = client.compute([*field_tasks, *case_tasks])
+        for future in as_completed(futures[: len(field_tasks)]):
+            if on_field is not None:
+                on_field(future.result())
+        return client.gather(futures[len(field_tasks) :])
 
 
-def _run_local_processes(tasks, out_dir, config, options, workers, collect) -> None:
-    """One Dask task per field on this machine's worker processes (dask's process pool)."""
+def _run_local_processes(case_tasks, n_fields, workers, on_field) -> list[CaseOutcome]:
+    """Compute the case tasks on dask's local process pool, one task per unit of work."""
     import dask
     from dask.callbacks import Callback
 
     class _Report(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):
-            if isinstance(result, FieldRecord):
-                collect(result)
+            if isinstance(result, FieldRecord) and on_field is not None:
+                on_field(result)
 
-    graph = [
-        dask.delayed(process_field, pure=False)(
-            case.name, source, out_dir / case.name, config, options
-        )
-        for case, source in tasks
-    ]
-    n_workers = min(workers or os.cpu_count() or 1, len(tasks))
+    n_workers = max(1, min(workers or os.cpu_count() or 1, n_fields))
     # Forked workers start at once with ishcount imported; spawned ones (macOS, Windows)
     # import it first, about a second each.
     context = "fork" if sys.platform.startswith("linux") else "spawn"
     with _Report(), dask.config.set({"multiprocessing.context": context}):
         # chunksize=1: each field is its own unit of work (dask batches 6 tasks by default)
-        dask.compute(*graph, scheduler="processes", num_workers=n_workers, chunksize=1)
+        return list(
+            dask.compute(*case_tasks, scheduler="processes", num_workers=n_workers, chunksize=1)
+        )
 
 
 def summary_table(outcomes: Sequence[CaseOutcome]) -> pd.DataFrame:
