@@ -40,6 +40,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -1190,17 +1191,37 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     >>> json.loads(write_json({"ratio": np.float64(2.5), "ci": float("nan")}, path).read_text())
     {'ratio': 2.5, 'ci': None}
     """
-    text = json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json.dumps(jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """Convert a value into plain JSON types (what :func:`write_json` writes).
+
+    Objects with a ``to_dict()`` and dataclasses become dicts, tuples and arrays become
+    lists, NumPy scalars Python numbers, NaN and infinities ``None``, paths strings. Sets
+    are refused: their order, and so the file, would change from run to run.
+
+    Raises
+    ------
+    TypeError
+        For a value JSON cannot represent.
+
+    Examples
+    --------
+    >>> jsonable({"a": (np.int64(1), np.float32(0.5)), "b": Path("x"), "c": float("nan")})
+    {'a': [1, 0.5], 'b': 'x', 'c': None}
+    """
+    if hasattr(obj, "to_dict") and not isinstance(obj, pd.DataFrame):
+        return jsonable(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, os.PathLike):

@@ -10,7 +10,6 @@ the worker that analysed the field.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import json
 import math
@@ -28,7 +27,7 @@ from skimage.segmentation import find_boundaries
 
 from ishcount import RESEARCH_USE_NOTICE, __version__
 from ishcount.image import FishImage
-from ishcount.io import atomic_write, write_json
+from ishcount.io import atomic_write, jsonable, write_json
 
 OVERVIEW_MAX_PX = 900
 GALLERY_SIZE = 24
@@ -196,31 +195,6 @@ def _gallery(
 
 
 # ----------------------------------------------------------------------------- records
-
-
-def jsonable(value: Any) -> Any:
-    """Convert dataclasses, numpy scalars, tuples and paths into JSON-ready values.
-
-    Examples
-    --------
-    >>> jsonable({"a": (np.int64(1), np.float32(0.5)), "b": Path("x")})
-    {'a': [1, 0.5], 'b': 'x'}
-    """
-    if hasattr(value, "to_dict") and not isinstance(value, pd.DataFrame):
-        return jsonable(value.to_dict())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def provenance(pipeline: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

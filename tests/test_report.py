@@ -6,7 +6,8 @@ import imagecodecs
 import numpy as np
 import pandas as pd
 
-from ishcount.report import case_record, encode_png, field_figures, jsonable, render_html
+from ishcount.io import jsonable
+from ishcount.report import case_record, encode_png, field_figures, render_html
 from ishcount.rules import Counts, classify
 from ishcount.score import score_case
 from ishcount.synthetic import make_field

@@ -22,6 +22,7 @@ import pandas as pd
 from ishcount.analyze import AnalysisParams, ImageResult
 from ishcount.assign import CountParams, assign_spots, count_spots
 from ishcount.image import FishImage
+from ishcount.io import jsonable
 from ishcount.rules import DEFAULT_RULE_SET, Classification, classify, get_rule_set, parse_ihc
 from ishcount.score import CaseSummary, is_amplified, score_case
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform
@@ -38,18 +39,6 @@ DEFAULT_SEED = 0
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -93,8 +82,8 @@ class ReviewEdit:
             "action": self.action,
             "image": self.image,
             "target": self.target,
-            "before": _jsonable(self.before),
-            "after": _jsonable(self.after),
+            "before": jsonable(self.before),
+            "after": jsonable(self.after),
             "reviewer": self.reviewer,
             "time": self.time,
         }
@@ -442,7 +431,7 @@ class ReviewSession:
     def _remove_spot(self, image: str, spot_id: int) -> None:
         fld = self.field(image)
         row = fld.spots.iloc[self._spot_row(image, spot_id)]
-        before = {k: _jsonable(row[k]) for k in ("channel", "z", "y", "x", "copies")}
+        before = {k: jsonable(row[k]) for k in ("channel", "z", "y", "x", "copies")}
         fld.spots = fld.spots.drop(index=fld.spots.index[self._spot_row(image, spot_id)])
         fld.spots = fld.spots.reset_index(drop=True)
         self._record("delete signal", image, f"signal {int(spot_id)}", before, None)
