@@ -232,7 +232,8 @@ def count_spots(
     )
     cells = cells.join(_signal_counts(spots, cells["label"]), on="label")
     cells["touches_border"] = np.isin(cells["label"], edge_labels(labels))
-    cells["exclusion_reason"] = _exclusion_reasons(cells, labels, dapi, roi, params)
+    step = _step_for(area[ids])
+    cells["exclusion_reason"] = _exclusion_reasons(cells, labels, dapi, roi, params, step)
     cells["is_scored"] = cells["exclusion_reason"] == ""
     return conform(cells, CELL_SCHEMA)
 
@@ -280,6 +281,7 @@ def _exclusion_reasons(
     dapi: np.ndarray | None,
     roi: np.ndarray | None,
     params: CountParams,
+    step: int,
 ) -> np.ndarray:
     ids = cells["label"].to_numpy()
     rules: list[tuple[str, np.ndarray]] = []
@@ -292,9 +294,9 @@ def _exclusion_reasons(
     area = cells["area_um2"].to_numpy()
     rules.append((TOO_SMALL, area < params.min_area_um2))
     rules.append((TOO_LARGE, area > params.max_area_um2))
-    rules.append((IRREGULAR, nucleus_solidity(labels, ids) < params.min_solidity))
+    rules.append((IRREGULAR, nucleus_solidity(labels, ids, step=step) < params.min_solidity))
     if dapi is not None:
-        bright = bright_fraction(labels, dapi, ids, params.overlap_brightness)
+        bright = bright_fraction(labels, dapi, ids, params.overlap_brightness, step=step)
         rules.append((OVERLAPPING, bright > params.max_bright_fraction))
     rules.append((NO_HER2, cells["n_her2"].to_numpy() < 1))
     if params.require_both_signals:
@@ -317,7 +319,9 @@ def _roi_membership(
     return in_roi > 0, (in_roi > 0) & (in_roi < total)
 
 
-def nucleus_solidity(labels: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+def nucleus_solidity(
+    labels: np.ndarray, ids: np.ndarray | None = None, *, step: int | None = None
+) -> np.ndarray:
     """Area over convex-hull area for each nucleus.
 
     Parameters
@@ -326,6 +330,8 @@ def nucleus_solidity(labels: np.ndarray, ids: np.ndarray | None = None) -> np.nd
         Nucleus labels.
     ids : ndarray of int, optional
         Labels to report, in this order; default every label present, ascending.
+    step : int, optional
+        Subsampling step; default :func:`measuring_step` of ``labels``.
 
     Returns
     -------
@@ -349,7 +355,7 @@ def nucleus_solidity(labels: np.ndarray, ids: np.ndarray | None = None) -> np.nd
     ids = _label_ids(labels) if ids is None else np.asarray(ids)
     if ids.size == 0:
         return np.ones(0)
-    step = measuring_step(labels)
+    step = step or measuring_step(labels)
     small = labels[::step, ::step]
     solidity = np.ones(int(labels.max()) + 1)
     for index, window in enumerate(ndi.find_objects(small), start=1):
@@ -388,15 +394,23 @@ def measuring_step(labels: np.ndarray, target_px: float = 20.0) -> int:
     >>> measuring_step(labels)
     5
     """
-    counts = np.bincount(labels.ravel())[1:]
-    counts = counts[counts > 0]
+    return _step_for(np.bincount(labels.ravel())[1:], target_px)
+
+
+def _step_for(pixel_counts: np.ndarray, target_px: float = 20.0) -> int:
+    counts = pixel_counts[pixel_counts > 0]
     if counts.size == 0:
         return 1
     return max(1, int(np.sqrt(np.median(counts)) / target_px))
 
 
 def bright_fraction(
-    labels: np.ndarray, dapi: np.ndarray, ids: np.ndarray, factor: float
+    labels: np.ndarray,
+    dapi: np.ndarray,
+    ids: np.ndarray,
+    factor: float,
+    *,
+    step: int | None = None,
 ) -> np.ndarray:
     """Fraction of each nucleus brighter than ``factor`` times its median DAPI.
 
@@ -410,6 +424,8 @@ def bright_fraction(
         Labels to report, in this order.
     factor : float
         Brightness multiple of the nucleus median that counts as "bright".
+    step : int, optional
+        Block size of the averaging; default :func:`measuring_step` of ``labels``.
 
     Returns
     -------
@@ -428,7 +444,7 @@ def bright_fraction(
         dapi = dapi.max(axis=0)
     if dapi.shape != labels.shape:
         raise ValueError(f"dapi must have the labels' shape {labels.shape}, got {dapi.shape}")
-    step = measuring_step(labels)
+    step = step or measuring_step(labels)
     height, width = (labels.shape[0] // step) * step, (labels.shape[1] // step) * step
     small = dapi[:height, :width].reshape(height // step, step, width // step, step).mean((1, 3))
     small_labels = labels[:height:step, :width:step]
