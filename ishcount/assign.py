@@ -34,9 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull
 
-from ishcount.segment import edge_labels
+from ishcount.segment import downsample_mean, edge_labels
 from ishcount.tables import CELL_SCHEMA, conform, empty_table
 
 #: Exclusion reasons, in the order they are tested: a nucleus carries the first that applies.
@@ -217,10 +216,12 @@ def count_spots(
     labels = _check_labels(labels)
     params = params or CountParams()
     pixel_area = float(np.prod(tuple(spacing_um)[-2:]))
-    area, centroid_y, centroid_x = _areas_and_centroids(labels)
+    area = _areas(labels)
     ids = np.flatnonzero(area)
     if ids.size == 0:
         return empty_table(CELL_SCHEMA)
+    step = _step_for(area[ids])
+    centroid_y, centroid_x = _centroids(labels, area, step)
     cells = pd.DataFrame(
         {
             "image": image,
@@ -232,24 +233,43 @@ def count_spots(
     )
     cells = cells.join(_signal_counts(spots, cells["label"]), on="label")
     cells["touches_border"] = np.isin(cells["label"], edge_labels(labels))
-    step = _step_for(area[ids])
     cells["exclusion_reason"] = _exclusion_reasons(cells, labels, dapi, roi, params, step)
     cells["is_scored"] = cells["exclusion_reason"] == ""
     return conform(cells, CELL_SCHEMA)
 
 
-def _areas_and_centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel count and centroid of every label (index = label; index 0 unused)."""
+def _areas(labels: np.ndarray) -> np.ndarray:
+    """Pixel count of every label (index = label; index 0 set to 0)."""
     flat = labels.ravel()
-    size = int(flat.max()) + 1 if flat.size else 1
-    area = np.bincount(flat, minlength=size).astype(np.float64)
+    area = np.bincount(flat, minlength=int(flat.max()) + 1 if flat.size else 1)
+    area = area.astype(np.float64)
     area[0] = 0.0
-    rows = np.repeat(np.arange(labels.shape[0], dtype=np.float64), labels.shape[1])
-    cols = np.tile(np.arange(labels.shape[1], dtype=np.float64), labels.shape[0])
+    return area
+
+
+def _centroids(labels: np.ndarray, area: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid of every label from the pixels on a grid of ``step`` (index = label).
+
+    A grid of :func:`measuring_step` still holds hundreds of pixels of a nucleus, so the
+    centroid is within a fraction of a pixel of the exact one at 1/step**2 of the cost.
+    Labels that no grid pixel hits (smaller than a grid cell) are measured exactly.
+    """
+    grid = labels[::step, ::step]
+    flat = grid.ravel()
+    rows = np.repeat(np.arange(0, labels.shape[0], step, dtype=np.float64), grid.shape[1])
+    cols = np.tile(np.arange(0, labels.shape[1], step, dtype=np.float64), grid.shape[0])
+    hits = np.bincount(flat, minlength=area.size)
     with np.errstate(invalid="ignore", divide="ignore"):
-        centroid_y = np.bincount(flat, rows, minlength=size) / area
-        centroid_x = np.bincount(flat, cols, minlength=size) / area
-    return area, centroid_y, centroid_x
+        centroid_y = np.bincount(flat, rows, minlength=area.size) / hits
+        centroid_x = np.bincount(flat, cols, minlength=area.size) / hits
+    missed = np.flatnonzero((hits == 0) & (area > 0))
+    if missed.size:
+        ys, xs = np.nonzero(np.isin(labels, missed))
+        owners = labels[ys, xs]
+        counts = np.bincount(owners, minlength=area.size)[missed]
+        centroid_y[missed] = np.bincount(owners, ys, minlength=area.size)[missed] / counts
+        centroid_x[missed] = np.bincount(owners, xs, minlength=area.size)[missed] / counts
+    return centroid_y, centroid_x
 
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:
@@ -340,9 +360,12 @@ def nucleus_solidity(
 
     Notes
     -----
-    Measured on labels subsampled by :func:`measuring_step` (solidity is
-    scale-free), with the hull through the pixel centres (``scipy.spatial.ConvexHull``)
-    converted to the pixels it covers by Pick's theorem, so both areas count pixels.
+    Measured on labels subsampled by :func:`measuring_step` (solidity is scale-free). The
+    convex hull of each object's pixel centres is the polygon through its outline pixels
+    that lie furthest out in :data:`HULL_DIRECTIONS` evenly spaced directions, all objects
+    at once. A nucleus some 20 pixels across at the measuring step has fewer hull vertices
+    than directions, so the polygon is the hull itself, or a hair inside it. Pick's
+    theorem converts the polygon to the pixels it covers, so both areas count pixels.
 
     Examples
     --------
@@ -356,24 +379,66 @@ def nucleus_solidity(
     if ids.size == 0:
         return np.ones(0)
     step = step or measuring_step(labels)
-    small = labels[::step, ::step]
-    solidity = np.ones(int(labels.max()) + 1)
-    for index, window in enumerate(ndi.find_objects(small), start=1):
-        if window is not None:
-            solidity[index] = _solidity(small[window] == index)
+    small = np.ascontiguousarray(labels[::step, ::step])
+    size = int(labels.max()) + 1
+    pixels = np.bincount(small.ravel(), minlength=size).astype(np.float64)
+    hull_pixels = _hull_pixels(small, size)
+    solidity = np.ones(size)
+    measurable = np.isfinite(hull_pixels) & (pixels > 0)
+    solidity[measurable] = np.minimum(1.0, pixels[measurable] / hull_pixels[measurable])
     return solidity[ids]
 
 
-def _solidity(mask: np.ndarray) -> float:
-    """Area over convex-hull area of one object, both counted in pixels."""
-    ys, xs = np.nonzero(mask)
-    if ys.size < 3 or np.ptp(ys) == 0 or np.ptp(xs) == 0:
-        return 1.0
-    points = np.column_stack([ys, xs]).astype(np.float64)
-    hull = ConvexHull(points)
-    # pixels a polygon through pixel centres covers: area + half its perimeter + 1 (Pick)
-    hull_pixels = hull.volume + hull.area / 2.0 + 1.0
-    return float(min(1.0, ys.size / hull_pixels))
+#: Directions of the support lines that bound each convex hull (see :func:`nucleus_solidity`).
+HULL_DIRECTIONS = 64
+
+
+def _outline_pixels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col, label) of the labelled pixels with a 4-neighbour of another value."""
+    padded = np.pad(labels, 1)
+    core = padded[1:-1, 1:-1]
+    edge = (
+        (core != padded[:-2, 1:-1])
+        | (core != padded[2:, 1:-1])
+        | (core != padded[1:-1, :-2])
+        | (core != padded[1:-1, 2:])
+    ) & (core > 0)
+    rows, cols = np.nonzero(edge)
+    return rows, cols, labels[rows, cols]
+
+
+def _hull_pixels(labels: np.ndarray, size: int) -> np.ndarray:
+    """Pixels covered by the convex hull of each label's pixel centres (index = label).
+
+    ``inf`` for labels absent or too thin to have an area (a line or a point).
+    """
+    rows, cols, owners = _outline_pixels(labels)
+    hull = np.full(size, np.inf)
+    if owners.size == 0:
+        return hull
+    # Row-major order within each label; only the ends of each row can be hull vertices.
+    order = np.argsort(owners, kind="stable")
+    owners, rows, cols = owners[order], rows[order], cols[order]
+    run = owners.astype(np.int64) * labels.shape[0] + rows
+    ends = np.r_[True, run[1:] != run[:-1]] | np.r_[run[:-1] != run[1:], True]
+    owners, rows, cols = owners[ends], rows[ends], cols[ends]
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    points = np.column_stack([rows, cols]).astype(np.float64)
+    # Offset from the lattice directions so that no two pixels tie on a projection.
+    angles = (np.arange(HULL_DIRECTIONS) + 0.3183) * (2 * np.pi / HULL_DIRECTIONS)
+    projection = points @ np.stack([np.cos(angles), np.sin(angles)])  # (pixels, K)
+    support = np.maximum.reduceat(projection, starts, axis=0)
+    counts = np.diff(np.r_[starts, owners.size])
+    is_extreme = projection == np.repeat(support, counts, axis=0)
+    index = np.where(is_extreme, np.arange(owners.size)[:, None], -1)
+    vertices = points[np.maximum.reduceat(index, starts, axis=0)]  # (n, K, 2), in hull order
+    vy, vx = vertices[..., 0], vertices[..., 1]
+    ny, nx = np.roll(vy, -1, axis=1), np.roll(vx, -1, axis=1)
+    area = 0.5 * np.abs(np.sum(vy * nx - vx * ny, axis=1))
+    perimeter = np.hypot(ny - vy, nx - vx).sum(axis=1)
+    pixels = area + perimeter / 2.0 + 1.0  # Pick: the pixels a lattice polygon covers
+    hull[owners[starts]] = np.where(area > 0, pixels, np.inf)
+    return hull
 
 
 def _label_ids(labels: np.ndarray) -> np.ndarray:
@@ -439,26 +504,29 @@ def bright_fraction(
     hence the image is block-averaged (:func:`measuring_step`) and smoothed
     first, and the fraction, not a single pixel, is thresholded.
     """
-    dapi = np.asarray(dapi, dtype=np.float32)
+    dapi = np.asarray(dapi)
     if dapi.ndim == 3:
         dapi = dapi.max(axis=0)
     if dapi.shape != labels.shape:
         raise ValueError(f"dapi must have the labels' shape {labels.shape}, got {dapi.shape}")
     step = step or measuring_step(labels)
     height, width = (labels.shape[0] // step) * step, (labels.shape[1] // step) * step
-    small = dapi[:height, :width].reshape(height // step, step, width // step, step).mean((1, 3))
+    small = downsample_mean(dapi[:height, :width], (step, step))
     small_labels = labels[:height:step, :width:step]
     smooth = ndi.uniform_filter(small, size=max(3, 5 // step))
     fg = small_labels > 0
-    values, owners = smooth[fg], small_labels[fg]
+    values, owners = smooth[fg].astype(np.float64), small_labels[fg]
     size = int(labels.max()) + 1
     n_total = np.bincount(owners, minlength=size)
-    order = np.lexsort((values, owners))
+    if values.size == 0:
+        return np.zeros(len(ids))
+    # One sort of "label + brightness scaled into [0, 1)" orders the pixels by label, then
+    # by brightness within each label: the middle pixel of each run is its median.
+    rank = (values - values.min()) / (np.ptp(values) + 1.0)
+    order = np.argsort(owners + rank)
     starts = np.concatenate([[0], np.cumsum(n_total)[:-1]])
-    medians = values[order][np.minimum(starts + n_total // 2, max(len(values) - 1, 0))]
-    threshold = (
-        np.where(n_total > 0, factor * medians, np.inf) if len(values) else np.full(size, np.inf)
-    )
+    medians = values[order][np.minimum(starts + n_total // 2, len(values) - 1)]
+    threshold = np.where(n_total > 0, factor * medians, np.inf)
     n_bright = np.bincount(owners[values > threshold[owners]], minlength=size)
     n_bright, n_total = n_bright[ids], n_total[ids]
     return n_bright / np.maximum(n_total, 1)

@@ -86,3 +86,13 @@ def test_digest_changes_with_any_parameter():
     changed = parse_pipeline({"name": "x", "count": {"min_solidity": 0.8}}).analysis
     assert base.digest() != changed.digest()
     assert AnalysisParams.from_dict(changed.to_dict()) == changed
+
+
+def test_dapi_crosstalk_switch_reaches_the_analysis():
+    default = parse_pipeline({"name": "x"}).analysis
+    off = parse_pipeline({"name": "x", "spots": {"remove_dapi_crosstalk": False}}).analysis
+    assert default.remove_dapi_crosstalk and not off.remove_dapi_crosstalk
+    assert default.digest() != off.digest()
+    assert AnalysisParams.from_dict(off.to_dict()) == off
+    with pytest.raises(ValueError, match="spots.remove_dapi_crosstalk"):
+        parse_pipeline({"name": "x", "spots": {"remove_dapi_crosstalk": "no"}})

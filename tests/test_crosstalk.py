@@ -1,0 +1,104 @@
+"""DAPI bleed-through into the probe channels: measured, removed, and no longer counted."""
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from ishcount.analyze import AnalysisParams, analyze_image
+from ishcount.crosstalk import MAX_CROSSTALK, dapi_crosstalk, subtract_crosstalk
+from ishcount.image import FishImage
+from ishcount.spots import detect_spots
+
+
+def textured_dapi(rng, shape=(512, 512), n_chromocentres=400):
+    """Nuclei-like DAPI: a smooth level, chromatin texture and bright spot-sized chromocentres."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    level = 800 + 400 * np.sin(yy / 60.0) * np.cos(xx / 45.0)
+    texture = ndi.gaussian_filter(rng.standard_normal(shape), 2.5) * 600
+    centres = np.zeros(shape)
+    ys, xs = rng.integers(5, shape[0] - 5, (2, n_chromocentres))
+    centres[ys, xs] = rng.uniform(4000, 8000, n_chromocentres)
+    return level + texture + ndi.gaussian_filter(centres, 2.0) * 2 * np.pi * 4
+
+
+def probe_with(dapi, fraction, rng, spots=0):
+    """A probe channel: flat background, ``fraction`` of the DAPI, optional signals, noise."""
+    probe = 150 + fraction * dapi
+    if spots:
+        points = np.zeros(dapi.shape)
+        ys, xs = rng.integers(10, dapi.shape[0] - 10, (2, spots))
+        points[ys, xs] = 400 * 2 * np.pi * 1.4**2
+        probe = probe + ndi.gaussian_filter(points, 1.4)
+    return rng.poisson(np.clip(probe, 0, None)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.03, 0.08])
+def test_measures_the_bleed_through_fraction(fraction):
+    rng = np.random.default_rng(int(fraction * 1000))
+    dapi = textured_dapi(rng)
+    probe = probe_with(dapi, fraction, rng, spots=150)
+    # Poisson noise and 150 bright signals leave the estimate within 0.004 of the truth.
+    assert dapi_crosstalk(probe, dapi) == pytest.approx(fraction, abs=0.004)
+
+
+def test_anticorrelated_detail_is_not_bleed_through():
+    rng = np.random.default_rng(3)
+    dapi = textured_dapi(rng)
+    probe = np.clip(2000 - 0.05 * dapi, 0, None) + rng.normal(0, 3, dapi.shape)
+    assert dapi_crosstalk(probe, dapi) == 0.0
+
+
+def test_blank_dapi_gives_zero():
+    rng = np.random.default_rng(4)
+    probe = rng.normal(100, 5, (300, 300))
+    assert dapi_crosstalk(probe, np.full((300, 300), 700.0)) == 0.0
+    assert 0.0 <= dapi_crosstalk(probe, rng.normal(0, 1, (300, 300))) < 0.05 < MAX_CROSSTALK
+
+
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="channel and dapi"):
+        dapi_crosstalk(np.zeros((10, 10)), np.zeros((10, 11)))
+    with pytest.raises(ValueError, match="positive"):
+        dapi_crosstalk(np.zeros((10, 10)), np.zeros((10, 10)), tile_px=0)
+    with pytest.raises(ValueError, match="fraction"):
+        subtract_crosstalk(np.zeros((2, 2)), np.zeros((2, 2)), -0.1)
+    with pytest.raises(ValueError, match="dapi must have"):
+        subtract_crosstalk(np.zeros((2, 2)), np.zeros((3, 2)), 0.1)
+
+
+def test_subtraction_leaves_the_input_alone():
+    channel = np.array([[10, 20]], np.uint16)
+    out = subtract_crosstalk(channel, np.array([[100, 100]]), 0.1)
+    assert out.dtype == np.float32 and out.tolist() == [[0.0, 10.0]]
+    assert channel.tolist() == [[10, 20]]
+    stack = subtract_crosstalk(np.ones((2, 3, 3)), np.ones((2, 3, 3)), 0.5)
+    assert stack.shape == (2, 3, 3)
+
+
+def test_chromocentres_are_no_longer_taken_for_signals():
+    """3 % DAPI in the probe makes signal-like ghosts of chromocentres; removal drops them."""
+    rng = np.random.default_rng(5)
+    dapi = textured_dapi(rng, n_chromocentres=300)
+    probe = probe_with(dapi, 0.03, rng, spots=0)
+    ghosts = len(detect_spots(probe, channel="her2"))
+    fraction = dapi_crosstalk(probe, dapi)
+    left = len(detect_spots(subtract_crosstalk(probe, dapi, fraction), channel="her2"))
+    assert ghosts > 50
+    assert left <= 0.05 * ghosts
+
+
+def test_analysis_reports_and_can_skip_the_correction():
+    rng = np.random.default_rng(6)
+    dapi = textured_dapi(rng, shape=(256, 256))
+    image = FishImage(
+        dapi=dapi.astype(np.float32),
+        her2=probe_with(dapi, 0.03, rng, spots=20),
+        cep17=probe_with(dapi, 0.0, rng, spots=20),
+        spacing_um=(0.1, 0.1),
+    )
+    on = analyze_image(image)
+    off = analyze_image(image, params=AnalysisParams(remove_dapi_crosstalk=False))
+    assert on.dapi_crosstalk["her2"] == pytest.approx(0.03, abs=0.006)
+    assert on.dapi_crosstalk["cep17"] < 0.006
+    assert off.dapi_crosstalk == {"her2": 0.0, "cep17": 0.0}
+    assert (off.spots.channel == "her2").sum() > (on.spots.channel == "her2").sum()
