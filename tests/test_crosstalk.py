@@ -69,7 +69,8 @@ def test_bad_input_names_the_argument():
 def test_subtraction_leaves_the_input_alone():
     channel = np.array([[10, 20]], np.uint16)
     out = subtract_crosstalk(channel, np.array([[100, 100]]), 0.1)
-    assert out.dtype == np.float32 and out.tolist() == [[0.0, 10.0]]
+    assert out.dtype == np.float32
+    assert out.tolist() == [[0.0, 10.0]]
     assert channel.tolist() == [[10, 20]]
     stack = subtract_crosstalk(np.ones((2, 3, 3)), np.ones((2, 3, 3)), 0.5)
     assert stack.shape == (2, 3, 3)
