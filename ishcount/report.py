@@ -112,11 +112,12 @@ def composite_rgb(
         if array is None:
             planes.append(None)
             continue
-        plane = np.asarray(array[(..., *window)], dtype=np.float32)
+        plane = np.asarray(array[(..., *window)])
         if plane.ndim == 3:
             plane = plane.max(axis=0)
         low, high = limits[name]
-        planes.append((_block_max(plane, step) - low) * (255.0 / (high - low)))
+        small = _block_max(plane, step).astype(np.float32)
+        planes.append((small - np.float32(low)) * np.float32(255.0 / (high - low)))
     shape = next(p.shape for p in planes if p is not None)
     rgb = np.zeros((*shape, 3), np.uint8)
     for index, plane in enumerate(planes):
@@ -126,11 +127,17 @@ def composite_rgb(
 
 
 def _block_max(plane: np.ndarray, step: int) -> np.ndarray:
+    """Maximum of each ``step`` x ``step`` block (strided passes, any dtype)."""
     if step == 1:
         return plane
     height, width = (plane.shape[0] // step) * step, (plane.shape[1] // step) * step
-    blocks = plane[:height, :width].reshape(height // step, step, width // step, step)
-    return blocks.max(axis=(1, 3))
+    rows = plane[0:height:step, :width].copy()
+    for offset in range(1, step):
+        np.maximum(rows, plane[offset:height:step, :width], out=rows)
+    out = rows[:, 0::step].copy()
+    for offset in range(1, step):
+        np.maximum(out, rows[:, offset::step], out=out)
+    return out
 
 
 def field_figures(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> dict[str, Any]:

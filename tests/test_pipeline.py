@@ -48,6 +48,11 @@ def test_run_writes_every_output_and_leaves_inputs_alone(batch, tmp_path):
         }
         spots = pd.read_csv(case_dir / "spots.csv")
         assert {"label", "channel", "copies", "image"} <= set(spots.columns)
+        # the case tables hold every field's rows, in field order, exactly as written there
+        for name, table in (("cells.csv", cells), ("spots.csv", spots)):
+            fields = sorted((case_dir / "fields").glob(f"*/{name}"))
+            pooled = pd.concat([pd.read_csv(f) for f in fields], ignore_index=True)
+            pd.testing.assert_frame_equal(table, pooled)
         # the per-nucleus counts are the sums of the signal table
         inside = spots[spots["label"] > 0]
         her2 = inside[inside["channel"] == "her2"].groupby(["image", "label"])["copies"].sum()
