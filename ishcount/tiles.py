@@ -128,11 +128,12 @@ def analyze_tiled(
     tiles = plan_tiles(image.shape[-2:], tile_size, halo_for(params, image.spacing_um))
     start = time.perf_counter()
     labels = np.zeros(image.shape[-2:], np.int32)
-    cells, spots = [], []
+    cells, spots, crosstalk = [], [], []
     for tile, result in _analyse_tiles(image, tiles, params, workers):
         kept_cells, kept_spots = _keep_owned(tile, result, labels)
         cells.append(kept_cells)
         spots.append(kept_spots)
+        crosstalk.append(result.dapi_crosstalk)
     cells_table = _join(cells, CELL_SCHEMA)
     spot_table = _join(spots, SPOT_SCHEMA)
     spot_table = _drop_duplicates_outside(spot_table, labels)
@@ -145,6 +146,12 @@ def analyze_tiled(
         params=params,
         spacing_um=image.spacing_um,
         seconds=freeze({"tiles": time.perf_counter() - start, "n_tiles": len(tiles)}),
+        dapi_crosstalk=freeze(
+            {  # each tile measures its own; the median over tiles stands for the image
+                channel: float(np.median([c[channel] for c in crosstalk]))
+                for channel in (crosstalk[0] if crosstalk else {})
+            }
+        ),
     )
 
 
