@@ -19,7 +19,7 @@ import pandas as pd
 
 from ishcount._frozen import freeze
 from ishcount.assign import CountParams, assign_spots, count_spots
-from ishcount.crosstalk import dapi_crosstalk, subtract_crosstalk
+from ishcount.crosstalk import remove_crosstalk
 from ishcount.image import FishImage
 from ishcount.segment import prepare_labels, segment_nuclei
 from ishcount.spots import detect_spots, remove_broadband
@@ -47,10 +47,10 @@ class AnalysisParams:
         the default: FISH sections are thin, counting is done on projected nuclei, and on
         the synthetic z-stacks it recovers cluster copies far better (see Notes of
         :func:`analyze_image`).
-    remove_dapi_crosstalk : bool
-        Measure the DAPI bleed-through of each probe channel
-        (:func:`ishcount.crosstalk.dapi_crosstalk`) and subtract it before detection, so
-        that chromatin texture is not taken for weak signals.
+    remove_crosstalk : bool
+        Measure the bleed-through of DAPI into each probe channel
+        (:func:`ishcount.crosstalk.remove_crosstalk`) and subtract it before detection,
+        so that chromatin texture is not taken for weak signals.
 
     Examples
     --------
@@ -66,7 +66,7 @@ class AnalysisParams:
     cep17: Mapping[str, Any] = field(default_factory=dict)
     count: CountParams = field(default_factory=CountParams)
     project_z: bool = True
-    remove_dapi_crosstalk: bool = True
+    remove_crosstalk: bool = True
 
     def __post_init__(self) -> None:
         for name in ("segment", "her2", "cep17"):
@@ -82,7 +82,7 @@ class AnalysisParams:
             "cep17": dict(self.cep17),
             "count": {f.name: getattr(self.count, f.name) for f in fields(self.count)},
             "project_z": self.project_z,
-            "remove_dapi_crosstalk": self.remove_dapi_crosstalk,
+            "remove_crosstalk": self.remove_crosstalk,
         }
 
     @classmethod
@@ -95,7 +95,7 @@ class AnalysisParams:
             cep17=data.get("cep17", {}),
             count=count,
             project_z=bool(data.get("project_z", True)),
-            remove_dapi_crosstalk=bool(data.get("remove_dapi_crosstalk", True)),
+            remove_crosstalk=bool(data.get("remove_crosstalk", True)),
         )
 
     def digest(self) -> str:
@@ -128,9 +128,9 @@ class ImageResult:
         Pixel size of the image analysed.
     seconds : mapping of str to float
         Wall time of each stage.
-    dapi_crosstalk : mapping of str to float
-        DAPI bleed-through fraction measured and removed in each probe channel (0 when
-        ``params.remove_dapi_crosstalk`` is off).
+    crosstalk : mapping of str to float
+        Bleed-through fractions measured and removed, keyed ``"dapi>her2"`` and
+        ``"dapi>cep17"`` (empty when ``params.remove_crosstalk`` is off).
     """
 
     name: str
@@ -140,7 +140,7 @@ class ImageResult:
     params: AnalysisParams
     spacing_um: tuple[float, ...]
     seconds: Mapping[str, float] = field(default_factory=dict)
-    dapi_crosstalk: Mapping[str, float] = field(default_factory=dict)
+    crosstalk: Mapping[str, float] = field(default_factory=dict)
 
 
 def _plane(array: Any) -> np.ndarray:
@@ -149,25 +149,39 @@ def _plane(array: Any) -> np.ndarray:
     return array if array.ndim == 2 else array.max(axis=0)
 
 
-def _detect(image: FishImage, channel: str, params: AnalysisParams) -> tuple[pd.DataFrame, float]:
-    """Detect one channel's signals (on the z projection when asked); also its DAPI crosstalk."""
+def _signal_images(
+    image: FishImage, params: AnalysisParams
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The probe images to detect on (z-projected when asked), with crosstalk removed.
+
+    Returns the images by channel and the DAPI fractions removed (``"dapi>her2"``, ...).
+    """
+    project = len(image.spacing_um) == 3 and params.project_z
+    prepare = _plane if project else np.asarray
+    images = {
+        channel: prepare(image.channel(channel))
+        for channel in SIGNAL_CHANNELS
+        if image.channel(channel) is not None
+    }
+    if not params.remove_crosstalk:
+        return images, {}
+    return remove_crosstalk(images, prepare(image.dapi), spacing_um=image.spacing_um[-1])
+
+
+def _detect(
+    array: np.ndarray, image: FishImage, channel: str, params: AnalysisParams
+) -> pd.DataFrame:
+    """Detect one channel's signals; on a z projection, each keeps its brightest plane."""
     kwargs = getattr(params, channel)
-    spacing_um = image.spacing_um
-    array, dapi = image.channel(channel), image.dapi
-    project = len(spacing_um) == 3 and params.project_z
-    if project:
-        stack = np.asarray(array)
-        array, dapi, spacing_um = stack.max(axis=0), np.asarray(dapi).max(axis=0), spacing_um[1:]
-    crosstalk = 0.0
-    if params.remove_dapi_crosstalk:
-        crosstalk = dapi_crosstalk(_plane(array), _plane(dapi), spacing_um=spacing_um[-1])
-        array = subtract_crosstalk(array, dapi, crosstalk)
-    found = detect_spots(array, spacing_um=spacing_um, channel=channel, **kwargs)
-    if project and len(found):
+    if array.ndim == len(image.spacing_um):
+        return detect_spots(array, spacing_um=image.spacing_um, channel=channel, **kwargs)
+    found = detect_spots(array, spacing_um=image.spacing_um[1:], channel=channel, **kwargs)
+    if len(found):
+        stack = np.asarray(image.channel(channel))
         y = np.clip(np.rint(found["y"].to_numpy()).astype(int), 0, stack.shape[1] - 1)
         x = np.clip(np.rint(found["x"].to_numpy()).astype(int), 0, stack.shape[2] - 1)
         found["z"] = stack[:, y, x].argmax(axis=0).astype(np.float64)
-    return found, crosstalk
+    return found
 
 
 def analyze_image(
@@ -225,13 +239,13 @@ def analyze_image(
         labels = prepare_labels(labels, shape=plane_shape, spacing_um=image.spacing_um, roi=roi)
     seconds["segment"] = time.perf_counter() - start
 
+    start = time.perf_counter()
+    images, crosstalk = _signal_images(image, params)
+    seconds["crosstalk"] = time.perf_counter() - start
     found: dict[str, pd.DataFrame] = {}
-    crosstalk: dict[str, float] = {}
-    for channel in SIGNAL_CHANNELS:
-        if image.channel(channel) is None:
-            continue
+    for channel, array in images.items():
         start = time.perf_counter()
-        found[channel], crosstalk[channel] = _detect(image, channel, params)
+        found[channel] = _detect(array, image, channel, params)
         seconds[channel] = time.perf_counter() - start
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
         found["her2"], found["cep17"] = remove_broadband(found["her2"], found["cep17"])
@@ -262,5 +276,5 @@ def analyze_image(
         params=params,
         spacing_um=image.spacing_um,
         seconds=freeze(seconds),
-        dapi_crosstalk=freeze(crosstalk),
+        crosstalk=freeze(crosstalk),
     )

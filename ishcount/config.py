@@ -162,15 +162,15 @@ def parse_pipeline(data: Any, *, source: str = "<memory>") -> PipelineConfig:
     image = where.mapping(mapping.get("image", {}), "image")
     where.known(image, "image", {"channels", "pixel_size_um", "channel_files", "tile_size"})
     spots = where.mapping(mapping.get("spots", {}), "spots")
-    where.known(spots, "spots", {*CHANNELS[1:], "project_z", "remove_dapi_crosstalk"})
+    where.known(spots, "spots", {*CHANNELS[1:], "project_z", "remove_crosstalk"})
     analysis = AnalysisParams(
         segment=where.kwargs(mapping.get("segment", {}), "segment", segment_nuclei),
         her2=where.kwargs(spots.get("her2", {}), "spots.her2", detect_spots),
         cep17=where.kwargs(spots.get("cep17", {}), "spots.cep17", detect_spots),
         count=where.dataclass(mapping.get("count", {}), "count", CountParams),
         project_z=where.typed(spots.get("project_z", True), "spots.project_z", bool),
-        remove_dapi_crosstalk=where.typed(
-            spots.get("remove_dapi_crosstalk", True), "spots.remove_dapi_crosstalk", bool
+        remove_crosstalk=where.typed(
+            spots.get("remove_crosstalk", True), "spots.remove_crosstalk", bool
         ),
     )
     return PipelineConfig(

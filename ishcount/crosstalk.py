@@ -1,23 +1,24 @@
-"""DAPI bleed-through into the probe channels: measure it and take it out.
+"""DAPI bleed-through into the probe channels: measure it and take it out before counting.
 
-A little of the DAPI emission reaches the orange and green filter sets on most
-microscopes. Its smooth part is harmless (the spot filter removes smooth background),
-but the chromatin texture and the bright chromocentres of DAPI come through as
-spot-sized detail inside every nucleus, which is exactly where weak FISH signals are
-looked for. :func:`dapi_crosstalk` measures the fraction of DAPI in a probe channel
-from that spot-scale detail alone; :func:`subtract_crosstalk` removes it.
+Every filter set passes a little of its neighbours' emission. DAPI in a probe channel
+brings chromatin texture and bright chromocentres, spot-sized detail inside every
+nucleus, exactly where weak FISH signals are looked for. :func:`measure_crosstalk`
+finds the fraction of a source channel present in a target channel from their
+spot-scale detail, :func:`subtract_crosstalk` removes it, and
+:func:`remove_crosstalk` does both for the DAPI in every probe channel of a field.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> dapi = 1000 + 300 * rng.standard_normal((256, 256))
 >>> probe = 100 + 0.03 * dapi + rng.normal(0, 2, (256, 256))
->>> round(dapi_crosstalk(probe, dapi), 2)
+>>> round(measure_crosstalk(probe, dapi), 2)
 0.03
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,13 @@ from scipy import ndimage as ndi
 
 from ishcount.spots import DEFAULT_LATERAL_SPACING_UM, DEFAULT_SPOT_SIGMA_UM, gaussian_smooth
 
-__all__ = ["MAX_CROSSTALK", "dapi_crosstalk", "subtract_crosstalk"]
+__all__ = ["MAX_CROSSTALK", "measure_crosstalk", "remove_crosstalk", "subtract_crosstalk"]
 
 #: Largest bleed-through fraction reported; anything above is not bleed-through.
 MAX_CROSSTALK = 0.5
 _SIGNAL_SDS = 3.0  # probe detail beyond this many robust sds is a signal, left out of the fit
 _MAD_TO_SD = 1.4826
+_FIT_ROUNDS = 2  # refits, each leaving out what the previous fit does not explain
 
 
 def _tiles(shape: tuple[int, int], tile_px: int) -> list[tuple[slice, slice]]:
@@ -44,23 +46,23 @@ def _tiles(shape: tuple[int, int], tile_px: int) -> list[tuple[slice, slice]]:
     ]
 
 
-def dapi_crosstalk(
+def measure_crosstalk(
     channel: Any,
-    dapi: Any,
+    source: Any,
     *,
     spacing_um: float | tuple[float, float] | None = None,
     spot_sigma_um: float = DEFAULT_SPOT_SIGMA_UM,
     tile_px: int = 256,
     max_tiles: int = 4,
 ) -> float:
-    """Fraction of the DAPI image that shows in a probe channel.
+    """Fraction of a source channel (DAPI, or the other probe) that shows in a channel.
 
     Parameters
     ----------
     channel : array_like, shape (Y, X)
-        A probe channel (HER2 or CEP17), raw intensities.
-    dapi : array_like, shape (Y, X)
-        The DAPI channel of the same field.
+        The channel that receives the bleed-through (a probe channel), raw intensities.
+    source : array_like, shape (Y, X)
+        The channel that bleeds (DAPI, or the other probe) of the same field.
     spacing_um : float or tuple of float, optional
         Lateral pixel size; default 0.1 um.
     spot_sigma_um : float
@@ -68,14 +70,15 @@ def dapi_crosstalk(
     tile_px : int
         Edge of the tiles the fit is made on.
     max_tiles : int
-        The fit uses the tiles with the most DAPI detail, at most this many (a global
-        optical constant needs a few hundred thousand pixels, not the whole field).
+        The fit uses the tiles where the source has the most detail, at most this many
+        (a global optical constant needs a few hundred thousand pixels, not the field).
 
     Returns
     -------
     float
-        ``k`` in [0, :data:`MAX_CROSSTALK`]: ``channel - k * dapi`` holds no DAPI detail.
-        0 when the DAPI has no detail (blank or constant) or the two are uncorrelated.
+        ``k`` in [0, :data:`MAX_CROSSTALK`]: ``channel - k * source`` holds no detail of
+        the source. 0 when the source has no detail (blank or constant) or the two are
+        uncorrelated.
 
     Raises
     ------
@@ -84,45 +87,155 @@ def dapi_crosstalk(
 
     Notes
     -----
-    Both images go through the difference-of-Gaussians of :func:`ishcount.spot_filter`
-    (so smooth background and illumination drop out) and the probe's detail is
-    regressed on the DAPI detail through the origin, leaving out pixels near probe
-    signals (beyond 3 robust standard deviations, grown by one PSF). Signals are not
-    correlated with chromatin texture, so they only add scatter, not bias.
+    Both images go through the difference of Gaussians of :func:`ishcount.spot_filter`
+    (so smooth background and illumination drop out) and the channel's detail is
+    regressed on the source's through the origin, over the pixels where the source has
+    strong detail (beyond 3 robust standard deviations: its chromocentres), which keeps
+    most of the nuclear outline, common to every channel, out of the fit. Pixels near
+    the channel's own signals are left out too: those whose residual (detail minus
+    ``k`` times the source's detail) lies beyond 3 robust standard deviations, grown by
+    one PSF; the fit is made from ``k = 0`` and once more with the first ``k``, so that a
+    strong ghost of the source, which ``k`` explains, comes back into the fit while a
+    true signal, which it does not, stays out. Signals are not correlated with the
+    source, so what remains of them adds scatter, not bias. On synthetic fields the
+    fraction found is 1.4-1.8 times the true one (the haze at the nuclear rim is shared
+    by DAPI and the probes); the excess removes a little of that haze as well.
 
     Examples
     --------
     >>> rng = np.random.default_rng(1)
     >>> dapi = 500 + 200 * rng.standard_normal((128, 128))
-    >>> dapi_crosstalk(rng.normal(100, 5, (128, 128)), dapi) < 0.01
+    >>> measure_crosstalk(rng.normal(100, 5, (128, 128)), dapi) < 0.01
     True
     """
-    probe, nuclear = np.asarray(channel), np.asarray(dapi)
-    if probe.ndim != 2 or nuclear.shape != probe.shape:
+    target, origin = np.asarray(channel), np.asarray(source)
+    if target.ndim != 2 or origin.shape != target.shape:
         raise ValueError(
-            f"channel and dapi must be 2D images of one shape, got {probe.shape} and "
-            f"{nuclear.shape}"
+            f"channel and source must be 2D images of one shape, got {target.shape} and "
+            f"{origin.shape}"
         )
+    sigma_px = _sigma_px(spacing_um, spot_sigma_um, tile_px, max_tiles)
+    tiles = _busiest_tiles(origin, tile_px, max_tiles)
+    return _fit(
+        [_detail(target[t], sigma_px) for t in tiles],
+        [_detail(origin[t], sigma_px) for t in tiles],
+        sigma_px,
+    )
+
+
+def remove_crosstalk(
+    probes: Mapping[str, Any],
+    dapi: Any,
+    *,
+    spacing_um: float | tuple[float, ...] | None = None,
+    spot_sigma_um: float = DEFAULT_SPOT_SIGMA_UM,
+    tile_px: int = 256,
+    max_tiles: int = 4,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Measure the DAPI in every probe channel of a field and take it out.
+
+    Parameters
+    ----------
+    probes : mapping of str to array_like
+        The probe channels of one field by name (``{"her2": ..., "cep17": ...}``), 2D or
+        z-stacks of one shape.
+    dapi : array_like
+        DAPI of the same shape.
+    spacing_um, spot_sigma_um, tile_px, max_tiles
+        As in :func:`measure_crosstalk`.
+
+    Returns
+    -------
+    images : dict of str to numpy.ndarray of float32
+        The corrected probe channels.
+    fractions : dict of str to float
+        The fractions removed, keyed ``"dapi>her2"``, ``"dapi>cep17"``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or a size is not positive.
+
+    Notes
+    -----
+    All fractions come from one set of tiles (those with the most DAPI detail, where the
+    nuclei are) and the DAPI detail is filtered once. A z-stack is measured on its
+    maximum projection and corrected plane by plane.
+
+    Probe-to-probe bleed-through (the ghost of a bright HER2 cluster in CEP17) is not
+    removed: fitted the same way, the fraction of CEP17 in HER2 came out 4 to 23 times the
+    true one on amplified synthetic fields, because whatever the DAPI correction leaves
+    of the chromatin texture is common to both probes. Such ghosts are handled by
+    :func:`ishcount.spots.remove_broadband` instead.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(2)
+    >>> dapi = 800 + 300 * rng.standard_normal((256, 256))
+    >>> her2 = 100 + 0.02 * dapi + rng.normal(0, 3, (256, 256))
+    >>> images, fractions = remove_crosstalk({"her2": her2}, dapi)
+    >>> round(fractions["dapi>her2"], 2), images["her2"].dtype
+    (0.02, dtype('float32'))
+    """
+    arrays = {name: np.asarray(array) for name, array in probes.items()}
+    nuclear = np.asarray(dapi)
+    for name, array in arrays.items():
+        if array.shape != nuclear.shape or array.ndim not in (2, 3):
+            raise ValueError(
+                f"probe {name!r} and dapi must be 2D or 3D images of one shape, got "
+                f"{array.shape} and {nuclear.shape}"
+            )
+    sigma_px = _sigma_px(spacing_um, spot_sigma_um, tile_px, max_tiles)
+    planes = {name: _plane(array) for name, array in {**arrays, "dapi": nuclear}.items()}
+    tiles = _busiest_tiles(planes["dapi"], tile_px, max_tiles)
+    details = {name: [_detail(plane[t], sigma_px) for t in tiles] for name, plane in planes.items()}
+    fractions = {}
+    for name in arrays:
+        fractions[f"dapi>{name}"] = _fit(details[name], details["dapi"], sigma_px)
+    source = nuclear.astype(np.float32, copy=False)  # converted once for every probe
+    images = {
+        name: subtract_crosstalk(array, source, fractions[f"dapi>{name}"])
+        for name, array in arrays.items()
+    }
+    return images, fractions
+
+
+def _plane(array: np.ndarray) -> np.ndarray:
+    return array if array.ndim == 2 else array.max(axis=0)
+
+
+def _sigma_px(spacing_um: Any, spot_sigma_um: float, tile_px: int, max_tiles: int) -> float:
     pixel_um = DEFAULT_LATERAL_SPACING_UM if spacing_um is None else np.ravel(spacing_um)[-1]
     if not (pixel_um > 0 and spot_sigma_um > 0 and tile_px > 0 and max_tiles > 0):
         raise ValueError(
             f"spacing_um, spot_sigma_um, tile_px and max_tiles must be positive, got "
             f"{spacing_um!r}, {spot_sigma_um!r}, {tile_px!r}, {max_tiles!r}"
         )
-    sigma_px = float(spot_sigma_um / pixel_um)
-    tiles = _tiles(probe.shape, int(tile_px))
-    detail = [float(np.std(nuclear[tile][::4, ::4], dtype=np.float64)) for tile in tiles]
-    chosen = [tiles[i] for i in np.argsort(detail)[::-1][: int(max_tiles)]]
-    cross = square = 0.0
-    for tile in chosen:
-        probe_detail = _detail(probe[tile], sigma_px)
-        dapi_detail = _detail(nuclear[tile], sigma_px)
-        keep = _away_from_signals(probe_detail, sigma_px)
-        cross += float(np.dot(probe_detail[keep], dapi_detail[keep]))
-        square += float(np.dot(dapi_detail[keep], dapi_detail[keep]))
-    if not square > 0:
-        return 0.0
-    return float(np.clip(cross / square, 0.0, MAX_CROSSTALK))
+    return float(spot_sigma_um / pixel_um)
+
+
+def _busiest_tiles(image: np.ndarray, tile_px: int, max_tiles: int) -> list[tuple[slice, slice]]:
+    """The tiles of ``image`` with the most variation, at most ``max_tiles``."""
+    tiles = _tiles(image.shape, int(tile_px))
+    spread = [float(np.std(image[tile][::4, ::4], dtype=np.float64)) for tile in tiles]
+    return [tiles[i] for i in np.argsort(spread)[::-1][: int(max_tiles)]]
+
+
+def _fit(target: list[np.ndarray], source: list[np.ndarray], sigma_px: float) -> float:
+    """Fraction of ``source`` detail in ``target`` detail (see :func:`measure_crosstalk`)."""
+    strong = [_outliers(detail) for detail in source]
+    fraction = 0.0
+    for _ in range(_FIT_ROUNDS):
+        cross = square = 0.0
+        for target_detail, source_detail, bright in zip(target, source, strong, strict=True):
+            residual = target_detail - np.float32(fraction) * source_detail
+            keep = bright & _away_from_signals(residual, sigma_px)
+            cross += float(np.dot(target_detail[keep], source_detail[keep]))
+            square += float(np.dot(source_detail[keep], source_detail[keep]))
+        if not square > 0:
+            return 0.0
+        fraction = float(np.clip(cross / square, 0.0, MAX_CROSSTALK))
+    return fraction
 
 
 def _detail(image: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -131,27 +244,32 @@ def _detail(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return smoothed - gaussian_smooth(smoothed, math.sqrt(3.0) * sigma_px)
 
 
-def _away_from_signals(detail: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Pixels further than one PSF from probe detail beyond :data:`_SIGNAL_SDS` sds."""
+def _outliers(detail: np.ndarray) -> np.ndarray:
+    """Pixels whose detail lies beyond :data:`_SIGNAL_SDS` robust standard deviations."""
     sample = detail[::2, ::2]  # a robust centre and spread need not see every pixel
     centre = np.median(sample)
     spread = _MAD_TO_SD * np.median(np.abs(sample - centre))
-    signal = np.abs(detail - centre) > _SIGNAL_SDS * max(float(spread), 1e-12)
+    return np.abs(detail - centre) > _SIGNAL_SDS * max(float(spread), 1e-12)
+
+
+def _away_from_signals(detail: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Pixels further than one PSF from detail beyond :data:`_SIGNAL_SDS` sds."""
+    signal = _outliers(detail)
     grown = ndi.maximum_filter(signal.view(np.uint8), size=2 * max(1, round(2 * sigma_px)) + 1)
     return grown == 0
 
 
-def subtract_crosstalk(channel: Any, dapi: Any, fraction: float) -> np.ndarray:
-    """Return ``channel - fraction * dapi`` as float32 (the input is not modified).
+def subtract_crosstalk(channel: Any, source: Any, fraction: float) -> np.ndarray:
+    """Return ``channel - fraction * source`` as float32 (the input is not modified).
 
     Parameters
     ----------
     channel : array_like
         A probe channel, 2D or a z-stack.
-    dapi : array_like
-        DAPI of the same shape.
+    source : array_like
+        The channel that bleeds into it, same shape.
     fraction : float
-        Bleed-through fraction, e.g. from :func:`dapi_crosstalk`.
+        Bleed-through fraction, e.g. from :func:`measure_crosstalk`.
 
     Returns
     -------
@@ -170,9 +288,9 @@ def subtract_crosstalk(channel: Any, dapi: Any, fraction: float) -> np.ndarray:
     out = np.array(channel, dtype=np.float32)
     if not 0.0 <= fraction <= MAX_CROSSTALK:
         raise ValueError(f"fraction must be in [0, {MAX_CROSSTALK}], got {fraction!r}")
-    nuclear = np.asarray(dapi)
-    if nuclear.shape != out.shape:
-        raise ValueError(f"dapi must have the channel's shape {out.shape}, got {nuclear.shape}")
+    origin = np.asarray(source)
+    if origin.shape != out.shape:
+        raise ValueError(f"source must have the channel's shape {out.shape}, got {origin.shape}")
     if fraction:
-        out -= np.float32(fraction) * nuclear.astype(np.float32, copy=False)
+        out -= np.float32(fraction) * origin.astype(np.float32, copy=False)
     return out

@@ -278,7 +278,7 @@ def process_field(
             "spacing_um": list(record.spacing_um),
             "channel_mapping": record.channel_mapping,
             "seconds": dict(result.seconds),
-            "dapi_crosstalk": dict(result.dapi_crosstalk),
+            "crosstalk": dict(result.crosstalk),
         },
         field_dir / FIELD_RECORD,
     )

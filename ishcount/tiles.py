@@ -133,7 +133,7 @@ def analyze_tiled(
         kept_cells, kept_spots = _keep_owned(tile, result, labels)
         cells.append(kept_cells)
         spots.append(kept_spots)
-        crosstalk.append(result.dapi_crosstalk)
+        crosstalk.append(result.crosstalk)
     cells_table = _join(cells, CELL_SCHEMA)
     spot_table = _join(spots, SPOT_SCHEMA)
     spot_table = _drop_duplicates_outside(spot_table, labels)
@@ -146,10 +146,10 @@ def analyze_tiled(
         params=params,
         spacing_um=image.spacing_um,
         seconds=freeze({"tiles": time.perf_counter() - start, "n_tiles": len(tiles)}),
-        dapi_crosstalk=freeze(
+        crosstalk=freeze(
             {  # each tile measures its own; the median over tiles stands for the image
-                channel: float(np.median([c[channel] for c in crosstalk]))
-                for channel in (crosstalk[0] if crosstalk else {})
+                key: float(np.median([c[key] for c in crosstalk]))
+                for key in (crosstalk[0] if crosstalk else {})
             }
         ),
     )

@@ -88,12 +88,12 @@ def test_digest_changes_with_any_parameter():
     assert AnalysisParams.from_dict(changed.to_dict()) == changed
 
 
-def test_dapi_crosstalk_switch_reaches_the_analysis():
+def test_crosstalk_switch_reaches_the_analysis():
     default = parse_pipeline({"name": "x"}).analysis
-    off = parse_pipeline({"name": "x", "spots": {"remove_dapi_crosstalk": False}}).analysis
-    assert default.remove_dapi_crosstalk
-    assert not off.remove_dapi_crosstalk
+    off = parse_pipeline({"name": "x", "spots": {"remove_crosstalk": False}}).analysis
+    assert default.remove_crosstalk
+    assert not off.remove_crosstalk
     assert default.digest() != off.digest()
     assert AnalysisParams.from_dict(off.to_dict()) == off
-    with pytest.raises(ValueError, match=r"spots\.remove_dapi_crosstalk"):
-        parse_pipeline({"name": "x", "spots": {"remove_dapi_crosstalk": "no"}})
+    with pytest.raises(ValueError, match=r"spots\.remove_crosstalk"):
+        parse_pipeline({"name": "x", "spots": {"remove_crosstalk": "no"}})

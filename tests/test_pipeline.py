@@ -68,8 +68,9 @@ def test_run_writes_every_output_and_leaves_inputs_alone(batch, tmp_path):
         for field in record["fields"]:
             assert (case_dir / "labels" / f"{field['name']}.tif").is_file()
             stored = json.loads((case_dir / "fields" / field["name"] / "field.json").read_text())
-            assert set(stored["dapi_crosstalk"]) == {"her2", "cep17"}
-            assert all(0 <= k < 0.5 for k in stored["dapi_crosstalk"].values())
+            keys = {"dapi>her2", "dapi>cep17"}
+            assert set(stored["crosstalk"]) == keys
+            assert all(0 <= k < 0.5 for k in stored["crosstalk"].values())
         page = (case_dir / "report.html").read_text()
         assert "qualified pathologist" in page
         assert page.count("data:image/png;base64,") >= 2
