@@ -1,8 +1,9 @@
 """How time and memory grow with image size and with workers (issue 7).
 
 ``analyze_image`` on 1024, 2048, 4096 and 8192 px square three-channel fields (the larger
-ones tiled from distinct 2048x2048 synthetic fields), ``analyze_tiled`` (2048 px tiles) at
-4096 and 8192, and a batch of four 2048x2048 fields through ``run_batch`` with 1 and 2
+ones tiled from distinct 2048x2048 synthetic fields), ``analyze_tiled`` (2048 px tiles, and
+the same with its labels in a memory-mapped file as ``ishcount run`` does) at 4096 and
+8192, and a batch of four 2048x2048 fields through ``run_batch`` with 1 and 2
 workers. Prints wall times, the growth exponent (log-log slope of time and of peak
 memory against pixels; 1.0 = linear) and memory per megapixel (tracemalloc in a fresh
 process, inputs excluded).
@@ -60,7 +61,19 @@ def tiled(dapi, her2, cep17):
     return analyze_tiled(image, tile_size=TILE_SIZE, workers=1)
 
 
-METHODS = {"analyze_image": whole, "analyze_tiled": tiled}
+def tiled_on_disk(dapi, her2, cep17):
+    """``analyze_tiled`` writing its labels into a memory-mapped file (as ``ishcount run``)."""
+    import tempfile
+
+    image = FishImage(dapi, her2, cep17, spacing_um=SPACING_UM, name="scaling")
+    with tempfile.TemporaryDirectory() as folder:
+        labels = np.lib.format.open_memmap(
+            Path(folder) / "labels.npy", mode="w+", dtype=np.int32, shape=dapi.shape
+        )
+        return analyze_tiled(image, tile_size=TILE_SIZE, workers=1, labels_out=labels)
+
+
+METHODS = {"analyze_image": whole, "analyze_tiled": tiled, "analyze_tiled_disk": tiled_on_disk}
 
 
 def mosaic(fields, size: int) -> dict[str, np.ndarray]:
@@ -89,6 +102,8 @@ def plan(quick: bool) -> list[tuple[int, str, int]]:
         (8192, "analyze_image", 1),
         (4096, "analyze_tiled", 1),
         (8192, "analyze_tiled", 1),
+        (4096, "analyze_tiled_disk", 1),
+        (8192, "analyze_tiled_disk", 1),
     ]
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ishcount import __version__
@@ -247,8 +248,9 @@ def process_field(
             spacing_um=tuple(previous["spacing_um"]),
             channel_mapping=previous["channel_mapping"],
         )
+    scratch = field_dir / "labels.tmp.npy"  # on-disk labels of a tiled image
     try:
-        image, result = _analyse(source, config, options)
+        image, result = _analyse(source, config, options, scratch)
         _write_field(image, result, field_dir, case_dir)
     except Exception as err:
         message = str(err) if str(source.paths[0]) in str(err) else f"{source.paths[0]}: {err}"
@@ -258,6 +260,8 @@ def process_field(
         field_dir.mkdir(parents=True, exist_ok=True)
         write_json({"key": key, "status": "failed", "error": message}, field_dir / FIELD_RECORD)
         return record
+    finally:
+        scratch.unlink(missing_ok=True)
     record = FieldRecord(
         case,
         source.name,
@@ -303,8 +307,11 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 
 def _analyse(
-    source: ImageSource, config: PipelineConfig, options: RunOptions
+    source: ImageSource, config: PipelineConfig, options: RunOptions, scratch: Path
 ) -> tuple[FishImage, ImageResult]:
+    """Read and analyse one field; an image over the tile size is analysed tile by tile,
+    its labels kept in a memory-mapped ``scratch`` file so that memory stays bounded by
+    the tile, not the image."""
     image = read_image(
         source,
         channels=options.channels,
@@ -313,7 +320,14 @@ def _analyse(
         default_spacing_um=config.pixel_size_um,
     )
     if max(image.shape[-2:]) > config.tile_size:
-        return image, analyze_tiled(image, params=config.analysis, tile_size=config.tile_size)
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        labels = np.lib.format.open_memmap(
+            scratch, mode="w+", dtype=np.int32, shape=image.shape[-2:]
+        )
+        result = analyze_tiled(
+            image, params=config.analysis, tile_size=config.tile_size, labels_out=labels
+        )
+        return image, result
     return image, analyze_image(image, params=config.analysis)
 
 

@@ -104,6 +104,7 @@ def analyze_tiled(
     params: AnalysisParams | None = None,
     tile_size: int = 2048,
     workers: int = 1,
+    labels_out: np.ndarray | None = None,
 ) -> ImageResult:
     """Analyse a large image in overlapping tiles and join the results.
 
@@ -117,6 +118,11 @@ def analyze_tiled(
         Core size of a tile in pixels.
     workers : int
         Tiles analysed at once (threads; the filters release the GIL).
+    labels_out : ndarray of int32, shape (Y, X), optional
+        Zero-filled array that receives the nucleus labels, for example a
+        :func:`numpy.lib.format.open_memmap` on disk: then nothing the size of the image
+        is held in memory, only a tile's working set and the tables. Default: a new
+        in-memory array.
 
     Returns
     -------
@@ -127,10 +133,12 @@ def analyze_tiled(
     params = params or AnalysisParams()
     tiles = plan_tiles(image.shape[-2:], tile_size, halo_for(params, image.spacing_um))
     start = time.perf_counter()
-    labels = np.zeros(image.shape[-2:], np.int32)
+    labels = _labels_array(labels_out, image.shape[-2:])
     cells, spots, crosstalk = [], [], []
+    next_label = 1
     for tile, result in _analyse_tiles(image, tiles, params, workers):
-        kept_cells, kept_spots = _keep_owned(tile, result, labels)
+        kept_cells, kept_spots = _keep_owned(tile, result, labels, next_label)
+        next_label += len(kept_cells)
         cells.append(kept_cells)
         spots.append(kept_spots)
         crosstalk.append(result.crosstalk)
@@ -171,10 +179,22 @@ def _analyse_tiles(
         yield from zip(tiles, pool.map(run, tiles), strict=True)
 
 
+def _labels_array(labels_out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if labels_out is None:
+        return np.zeros(shape, np.int32)
+    if labels_out.shape != tuple(shape) or labels_out.dtype != np.int32:
+        raise ValueError(
+            f"labels_out must be an int32 array of shape {tuple(shape)}, got "
+            f"{labels_out.dtype} {labels_out.shape}"
+        )
+    return labels_out
+
+
 def _keep_owned(
-    tile: Tile, result: ImageResult, labels: np.ndarray
+    tile: Tile, result: ImageResult, labels: np.ndarray, first: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Paste the nuclei this tile owns into ``labels``; return their rows and signals."""
+    """Paste the nuclei this tile owns into ``labels`` from label ``first`` on; return
+    their rows and signals."""
     oy, _, ox, _ = tile.outer
     cy0, cy1, cx0, cx1 = tile.core
     cells = result.cells
@@ -185,7 +205,6 @@ def _keep_owned(
         & (cells["centroid_x"] + ox < cx1)
     )
     cells = cells[owned].copy()
-    first = int(labels.max()) + 1
     new_ids = np.zeros(int(result.labels.max()) + 1, np.int32)
     new_ids[cells["label"].to_numpy()] = np.arange(first, first + len(cells), dtype=np.int32)
     local = new_ids[result.labels]

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 from ishcount.cli import main
+from ishcount.config import parse_pipeline
 from ishcount.pipeline import RunOptions, discover_cases, run_batch
 from ishcount.synthetic import make_case, write_case
 from ishcount.tables import CELL_SCHEMA
@@ -123,6 +125,20 @@ def test_changed_parameters_are_recomputed(batch, tmp_path):
         on_field=seen.append,
     )
     assert {r.status for r in seen} == {"done"}
+
+
+def test_images_over_the_tile_size_run_in_tiles_with_labels_on_disk(batch, tmp_path):
+    tiled_config = parse_pipeline({"name": "tiled", "image": {"tile_size": 256}})
+    whole = run_batch([batch / "group5"], tmp_path / "whole", workers=1)[0]
+    tiled = run_batch([batch / "group5"], tmp_path / "tiled", config=tiled_config, workers=1)[0]
+    case_dir = tmp_path / "tiled" / "group5"
+    assert not list(case_dir.rglob("*.tmp.npy"))  # the memory-mapped scratch labels are gone
+    for field in tiled.record["fields"]:
+        labels = tifffile.imread(case_dir / "labels" / f"{field['name']}.tif")
+        cells = pd.read_csv(case_dir / "fields" / field["name"] / "cells.csv")
+        assert sorted(np.unique(labels[labels > 0])) == sorted(cells["label"])
+    scored = [o.record["summary"]["counts"]["n_nuclei"] for o in (whole, tiled)]
+    assert scored[1] == pytest.approx(scored[0], abs=3)
 
 
 def test_output_inside_input_is_refused(batch):
