@@ -74,3 +74,15 @@ def test_empty_and_bad_input():
     assert not result.labels.any()
     with pytest.raises(TypeError, match="FishImage"):
         analyze_image(flat)
+
+
+def test_projection_threshold_keeps_the_false_alarm_rate_of_one_plane():
+    from scipy import special
+
+    from ishcount.analyze import projected_threshold
+
+    assert projected_threshold(5.0, 1) == 5.0
+    for planes in (3, 9, 30):
+        raised = projected_threshold(5.0, planes)
+        assert planes * special.ndtr(-raised) == pytest.approx(special.ndtr(-5.0), rel=1e-9)
+    assert 5.0 < projected_threshold(5.0, 3) < projected_threshold(5.0, 9) < 6.0
