@@ -183,7 +183,10 @@ def bootstrap_totals(
 
     Notes
     -----
-    Works in blocks of about a million drawn indices so that memory stays bounded.
+    Nuclei with the same pair of counts are interchangeable, so each resample draws how
+    many times each distinct pair is taken (one multinomial draw over the pairs, with
+    their frequencies as probabilities) instead of ``n`` nucleus indices: the same
+    distribution at a cost that grows with the number of distinct pairs, not nuclei.
 
     Examples
     --------
@@ -192,15 +195,12 @@ def bootstrap_totals(
     >>> h.tolist(), c.tolist()
     ([8.0, 8.0, 8.0], [4.0, 4.0, 4.0])
     """
-    n = len(n_her2)
-    values = np.stack([np.asarray(n_her2, float), np.asarray(n_cep17, float)])
-    totals = np.empty((2, n_resamples))
-    block = max(1, 1_000_000 // n)
-    for start in range(0, n_resamples, block):
-        stop = min(start + block, n_resamples)
-        index = rng.integers(0, n, size=(stop - start, n))
-        totals[:, start:stop] = values[:, index].sum(axis=2)
-    return totals[0], totals[1]
+    pairs = np.stack([np.asarray(n_her2, float), np.asarray(n_cep17, float)], axis=1)
+    distinct, frequency = np.unique(pairs, axis=0, return_counts=True)
+    n = int(frequency.sum())
+    taken = rng.multinomial(n, frequency / n, size=n_resamples)  # (n_resamples, n_pairs)
+    totals = taken @ distinct
+    return totals[:, 0], totals[:, 1]
 
 
 def band_indices(rules: RuleSet, ratio: np.ndarray, mean_her2: np.ndarray) -> np.ndarray:
