@@ -5,7 +5,12 @@ import pytest
 from scipy import ndimage as ndi
 
 from ishcount.analyze import AnalysisParams, analyze_image
-from ishcount.crosstalk import MAX_CROSSTALK, measure_crosstalk, subtract_crosstalk
+from ishcount.crosstalk import (
+    MAX_CROSSTALK,
+    measure_crosstalk,
+    remove_crosstalk,
+    subtract_crosstalk,
+)
 from ishcount.image import FishImage
 from ishcount.spots import detect_spots
 
@@ -105,3 +110,24 @@ def test_analysis_reports_and_can_skip_the_correction():
     assert on.crosstalk["dapi>cep17"] < 0.006
     assert off.crosstalk == {}
     assert (off.spots.channel == "her2").sum() > (on.spots.channel == "her2").sum()
+
+
+def test_field_correction_takes_dapi_out_of_every_probe_and_plane():
+    rng = np.random.default_rng(8)
+    dapi = textured_dapi(rng, shape=(256, 256))
+    stack = np.stack([dapi * 0.6, dapi, dapi * 0.8])
+    probes = {
+        name: rng.poisson(100 + fraction * stack).astype(np.float32)
+        for name, fraction in (("her2", 0.04), ("cep17", 0.01))
+    }
+    images, fractions = remove_crosstalk(probes, stack)
+    assert fractions["dapi>her2"] == pytest.approx(0.04, abs=0.004)
+    assert fractions["dapi>cep17"] == pytest.approx(0.01, abs=0.004)
+    for name, image in images.items():
+        assert image.shape == stack.shape
+        for plane, original in zip(image, probes[name], strict=True):  # each plane corrected
+            left = np.corrcoef(plane.ravel(), stack[0].ravel())[0, 1]
+            before = np.corrcoef(original.ravel(), stack[0].ravel())[0, 1]
+            assert abs(left) < 0.25 * abs(before)
+    with pytest.raises(ValueError, match="probe 'her2' and dapi"):
+        remove_crosstalk({"her2": np.zeros((4, 4))}, np.zeros((4, 5)))
