@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
-import json
 import math
 import multiprocessing
 import os
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ishcount.io import write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -149,30 +150,12 @@ def results_path(name: str, quick: bool, out: Path | None) -> Path:
     return RESULTS_DIR / (f"{name}_quick.json" if quick else f"{name}.json")
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready value: numpy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_results(path: Path, document: dict[str, Any]) -> Path:
-    """Write the figures as indented JSON (atomically) and return the path."""
+    """Write the figures as indented JSON (atomically, :func:`ishcount.io.write_json`)."""
     if isinstance(document.get("machine"), dict):
         document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_plain(document), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(document, path)
 
 
 # ----------------------------------------------------------------------------- tables
