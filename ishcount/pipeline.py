@@ -19,6 +19,7 @@ rerun skips fields whose record matches and recomputes the rest.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -357,9 +358,9 @@ def finish_case(
     done = [r for r in records if r.ok]
     tables = {}
     for name, schema in (("cells.csv", CELL_SCHEMA), ("spots.csv", SPOT_SCHEMA)):
-        paths = [case_dir / "fields" / r.name / name for r in done]
-        tables[name] = _concat(paths, schema)
-        if not _join_csv(paths, case_dir / name):
+        texts = [(case_dir / "fields" / r.name / name).read_bytes() for r in done]
+        tables[name] = _concat(texts, schema)
+        if not _join_csv(texts, case_dir / name):
             write_table(tables[name], case_dir / name)
     cells, spots = tables["cells.csv"], tables["spots.csv"]
     summary = score_case(cells, spots=spots, rng=options.seed, rule_set=config.rule_set)
@@ -385,8 +386,9 @@ def finish_case(
     return CaseOutcome(case.name, case_dir, tuple(records), record)
 
 
-def _concat(paths: Sequence[Path], schema: dict[str, str]) -> pd.DataFrame:
-    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
+def _concat(texts: Sequence[bytes], schema: dict[str, str]) -> pd.DataFrame:
+    """Parse the field tables (CSV bytes) and pool them into one table of ``schema``."""
+    frames = [pd.read_csv(io.BytesIO(t), keep_default_na=False, na_values=[""]) for t in texts]
     frames = [f for f in frames if len(f)]
     if not frames:
         table = empty_table(schema)
@@ -398,15 +400,14 @@ def _concat(paths: Sequence[Path], schema: dict[str, str]) -> pd.DataFrame:
     return conform(table, schema)
 
 
-def _join_csv(paths: Sequence[Path], destination: Path) -> bool:
-    """Write the rows of CSV files that share one header into ``destination``, as bytes.
+def _join_csv(texts: Sequence[bytes], destination: Path) -> bool:
+    """Write the rows of CSV texts that share one header into ``destination``, as bytes.
 
     The field tables were written by :func:`ishcount.io.write_table`, so their text is
     already what the case table would be; copying it costs a fraction of formatting the
-    numbers again. Returns False (nothing written) when there are no files or the headers
+    numbers again. Returns False (nothing written) when there are no texts or the headers
     differ.
     """
-    texts = [path.read_bytes() for path in paths]
     if not texts:
         return False
     headers = {text.partition(b"\n")[0] for text in texts}
