@@ -38,7 +38,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -262,13 +262,7 @@ _AMPLIFIED = Population(
     cluster_probs=_probs({0: 0.1, 1: 0.6, 2: 0.3}),
     cluster_copies=(4, 12),
 )
-_SUBCLONE = Population(
-    "amplified",
-    her2_probs=_probs({2: 0.2, 3: 0.3, 4: 0.3, 5: 0.2}),
-    cep17_probs=_probs({1: 0.1, 2: 0.6, 3: 0.25, 4: 0.05}),
-    cluster_probs=_probs({1: 0.5, 2: 0.4, 3: 0.1}),
-    cluster_copies=(4, 12),
-)
+_SUBCLONE = replace(_AMPLIFIED, cluster_probs=_probs({1: 0.5, 2: 0.4, 3: 0.1}))
 _MONOSOMY = Population(
     "monosomy17",
     her2_probs=_probs({2: 0.2, 3: 0.45, 4: 0.35}),
