@@ -23,7 +23,7 @@ from ishcount.assign import CountParams, assign_spots, count_spots
 from ishcount.crosstalk import remove_crosstalk
 from ishcount.image import FishImage
 from ishcount.segment import prepare_labels, segment_nuclei
-from ishcount.spots import detect_spots, remove_broadband
+from ishcount.spots import DEFAULT_THRESHOLD_SNR, detect_spots, remove_broadband
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
 
 SIGNAL_CHANNELS = ("her2", "cep17")
@@ -213,7 +213,8 @@ def _detect(
     if array.ndim == len(image.spacing_um):
         return detect_spots(array, spacing_um=image.spacing_um, channel=channel, **kwargs)
     n_planes = np.shape(image.channel(channel))[0]
-    kwargs["threshold_snr"] = projected_threshold(kwargs.get("threshold_snr", 5.0), n_planes)
+    one_plane = kwargs.get("threshold_snr", DEFAULT_THRESHOLD_SNR)
+    kwargs["threshold_snr"] = projected_threshold(one_plane, n_planes)
     found = detect_spots(array, spacing_um=image.spacing_um[1:], channel=channel, **kwargs)
     if len(found):
         stack = np.asarray(image.channel(channel))

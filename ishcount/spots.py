@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_AXIAL_SPACING_UM",
     "DEFAULT_LATERAL_SPACING_UM",
     "DEFAULT_SPOT_SIGMA_UM",
+    "DEFAULT_THRESHOLD_SNR",
     "SingleSignalReference",
     "detect_spots",
     "estimate_cluster_copies",
@@ -70,6 +71,8 @@ DEFAULT_AXIAL_SPACING_UM = 0.3
 DEFAULT_SPOT_SIGMA_UM = 0.14
 #: Axial sigma / lateral sigma used when ``spot_sigma_um`` is a single number and the image is 3D.
 AXIAL_SIGMA_FACTOR = 3.0
+#: Automatic detection threshold, in local noise standard deviations of the detection image.
+DEFAULT_THRESHOLD_SNR = 5.0
 #: Block edge of the background and noise grids, micrometres (about 5 signal diameters).
 DEFAULT_BLOCK_UM = 1.6
 
@@ -1310,7 +1313,7 @@ def detect_spots(
     channel: str = "her2",
     spot_sigma_um: float | Sequence[float] | None = None,
     threshold: float | None = None,
-    threshold_snr: float = 5.0,
+    threshold_snr: float = DEFAULT_THRESHOLD_SNR,
     merge_distance_um: float | None = None,
     mask: Any = None,
     cluster_min_ratio: float = 2.5,
