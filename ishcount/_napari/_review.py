@@ -332,11 +332,8 @@ class ReviewSession:
         self._cache = None
 
     def _row(self, image: str, label: int) -> int:
-        cells = self.field(image).cells
-        rows = np.flatnonzero(cells["label"].to_numpy() == int(label))
-        if rows.size == 0:
-            raise ValueError(f"label {label!r} is not a nucleus of image {image!r}")
-        return int(rows[0])
+        message = f"label {label!r} is not a nucleus of image {image!r}"
+        return _first_row(self.field(image).cells, "label", label, message)
 
     def _apply_override(self, cells: pd.DataFrame, label: int, include: bool) -> None:
         row = np.flatnonzero(cells["label"].to_numpy() == label)
@@ -400,11 +397,8 @@ class ReviewSession:
         self._cache = None
 
     def _spot_row(self, image: str, spot_id: int) -> int:
-        spots = self.field(image).spots
-        rows = np.flatnonzero(spots["spot_id"].to_numpy() == int(spot_id))
-        if rows.size == 0:
-            raise ValueError(f"spot_id {spot_id!r} is not a signal of image {image!r}")
-        return int(rows[0])
+        message = f"spot_id {spot_id!r} is not a signal of image {image!r}"
+        return _first_row(self.field(image).spots, "spot_id", spot_id, message)
 
     def _position(self, image: str, position: Sequence[float]) -> tuple[float, float, float]:
         coords = [float(c) for c in position]
@@ -584,3 +578,11 @@ def summary_rows(summary: CaseSummary, result: Classification) -> list[tuple[str
         ("Comment", result.comment or "-"),
         ("Quality flags", "; ".join(tripped) if tripped else "none tripped"),
     ]
+
+
+def _first_row(table: pd.DataFrame, column: str, value: int, message: str) -> int:
+    """Position of the first row whose ``column`` equals ``value``; ValueError(message) if none."""
+    rows = np.flatnonzero(table[column].to_numpy() == int(value))
+    if rows.size == 0:
+        raise ValueError(message)
+    return int(rows[0])
