@@ -53,6 +53,7 @@ PRESET_NAMES = (
     "heterogeneous",
     "borderline",
     "low_snr",
+    "wide_signals",
 )
 LOW_SNR_PRESETS = frozenset({"low_snr"})
 MATCH_DISTANCE_UM = 0.15  # 1.5 px at the default 0.1 um pixel

@@ -133,6 +133,10 @@ class ImageResult:
     crosstalk : mapping of str to float
         Bleed-through fractions measured and removed, keyed ``"dapi>her2"`` and
         ``"dapi>cep17"`` (empty when ``params.remove_crosstalk`` is off).
+    detection : mapping of str to mapping
+        Per signal channel, what detection measured in this image (the ``attrs`` of
+        :func:`ishcount.detect_spots`' table): single-signal reference, noise, threshold
+        and signal size.
     """
 
     name: str
@@ -143,6 +147,7 @@ class ImageResult:
     spacing_um: tuple[float, ...]
     seconds: Mapping[str, float] = field(default_factory=dict)
     crosstalk: Mapping[str, float] = field(default_factory=dict)
+    detection: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _plane(array: Any) -> np.ndarray:
@@ -287,6 +292,7 @@ def analyze_image(
         start = time.perf_counter()
         found[channel] = _detect(array, image, channel, params)
         seconds[channel] = time.perf_counter() - start
+    detection = {channel: freeze(table.attrs) for channel, table in found.items()}
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
         found["her2"], found["cep17"] = remove_broadband(found["her2"], found["cep17"])
     tables = [table for table in found.values() if len(table)]
@@ -317,4 +323,5 @@ def analyze_image(
         spacing_um=image.spacing_um,
         seconds=freeze(seconds),
         crosstalk=freeze(crosstalk),
+        detection=freeze(detection),
     )

@@ -284,6 +284,7 @@ def process_field(
             "channel_mapping": record.channel_mapping,
             "seconds": dict(result.seconds),
             "crosstalk": dict(result.crosstalk),
+            "detection": {channel: dict(found) for channel, found in result.detection.items()},
         },
         field_dir / FIELD_RECORD,
     )

@@ -181,6 +181,9 @@ class CasePreset:
         Median peak height of one HER2 signal, ADU at full illumination.
     amplitude_log_sd : float
         Standard deviation of log amplitude (log-normal spread).
+    spot_sigma_um : tuple of float
+        Range of the lateral Gaussian sigma of the signals, micrometres; each field draws
+        one size (each signal then varies by -5 % to +8 %).
     weak_fraction : float
         Fraction of signals rendered at SNR 2-3.
     split_fraction : float
@@ -216,6 +219,7 @@ class CasePreset:
     intended_ratio: tuple[float, float] | None = None
     spot_amplitude: float = 260.0
     amplitude_log_sd: float = 0.35
+    spot_sigma_um: tuple[float, float] = (0.12, 0.16)
     weak_fraction: float = 0.07
     split_fraction: float = 0.06
     outside_fraction: float = 0.04
@@ -338,6 +342,13 @@ PRESETS: dict[str, CasePreset] = {
             intended_group=1,
             spot_amplitude=80.0,
             weak_fraction=0.2,
+        ),
+        CasePreset(
+            "wide_signals",
+            "amplified case with signals about twice the usual size (sigma 0.24-0.30 um)",
+            (_AMPLIFIED,),
+            intended_group=1,
+            spot_sigma_um=(0.24, 0.30),
         ),
     )
 }
@@ -1382,8 +1393,8 @@ def make_field(
     placement; a few are placed overlapping an earlier nucleus (drawn on top).
     Per-nucleus copy numbers are drawn with stratified sampling, so the realised
     case statistics stay close to the preset's design. Spots are pixel- (voxel-)
-    integrated Gaussians with lateral sigma 0.12-0.16 um and axial sigma 2.5-3x
-    lateral. The output is ``offset + gain * Poisson(expected / gain) + read noise``
+    integrated Gaussians with the preset's lateral sigma (0.12-0.16 um unless set) and
+    axial sigma 2.5-3x lateral. The output is ``offset + gain * Poisson(expected / gain) + read noise``
     clipped to 12 bits.
 
     Examples
@@ -1399,7 +1410,7 @@ def make_field(
     labels, visible = _label_image(occupancy, nuclei, grid)
     _assign_populations(visible, preset, grid, rng)
     dapi_nuclei, body = _render_nuclei(nuclei, grid, rng)
-    sigma_um = rng.uniform(0.12, 0.16)
+    sigma_um = rng.uniform(*preset.spot_sigma_um)
     records = _SignalRecords()
     _nuclear_signals(
         visible, _copy_numbers(visible, preset, rng), preset, grid, sigma_um, records, rng

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,7 +136,7 @@ def analyze_tiled(
     tiles = plan_tiles(image.shape[-2:], tile_size, halo_for(params, image.spacing_um))
     start = time.perf_counter()
     labels = _labels_array(labels_out, image.shape[-2:])
-    cells, spots, crosstalk = [], [], []
+    cells, spots, crosstalk, detection = [], [], [], []
     next_label = 1
     for tile, result in _analyse_tiles(image, tiles, params, workers):
         kept_cells, kept_spots = _keep_owned(tile, result, labels, next_label)
@@ -142,6 +144,7 @@ def analyze_tiled(
         cells.append(kept_cells)
         spots.append(kept_spots)
         crosstalk.append(result.crosstalk)
+        detection.append(result.detection)
     cells_table = _join(cells, CELL_SCHEMA)
     spot_table = _join(spots, SPOT_SCHEMA)
     spot_table = _drop_duplicates_outside(spot_table, labels)
@@ -160,7 +163,26 @@ def analyze_tiled(
                 for key in (crosstalk[0] if crosstalk else {})
             }
         ),
+        detection=_combine_detection(detection),
     )
+
+
+def _combine_detection(per_tile: list[Mapping[str, Mapping[str, Any]]]):
+    """Each channel's detection figures over the tiles: medians, and the commonest words."""
+    combined = {}
+    for channel in per_tile[0] if per_tile else {}:
+        records = [tile[channel] for tile in per_tile if channel in tile]
+        values = {}
+        for key, first in records[0].items():
+            column = [record.get(key, first) for record in records]
+            if isinstance(first, str):
+                values[key] = Counter(column).most_common(1)[0][0]
+            else:
+                numbers = np.asarray(column, dtype=float)
+                numbers = numbers[np.isfinite(numbers)]
+                values[key] = float(np.median(numbers)) if numbers.size else math.nan
+        combined[channel] = freeze(values)
+    return freeze(combined)
 
 
 def _analyse_tiles(

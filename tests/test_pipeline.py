@@ -73,6 +73,11 @@ def test_run_writes_every_output_and_leaves_inputs_alone(batch, tmp_path):
             keys = {"dapi>her2", "dapi>cep17"}
             assert set(stored["crosstalk"]) == keys
             assert all(0 <= k < 0.5 for k in stored["crosstalk"].values())
+            for channel in ("her2", "cep17"):  # what detection measured, for quality control
+                found = stored["detection"][channel]
+                assert found["reference_source"] == "isolated"
+                assert found["spot_sigma_source"] == "default"
+                assert 0.1 < found["measured_spot_sigma_um"] < 0.2
         page = (case_dir / "report.html").read_text()
         assert "qualified pathologist" in page
         assert page.count("data:image/png;base64,") >= 2

@@ -20,6 +20,7 @@ from ishcount.spots import (
     find_candidates,
     gaussian_smooth,
     half_sample_mode,
+    measure_spot_sigma,
     merge_split_signals,
     remove_broadband,
     single_signal_reference,
@@ -207,7 +208,7 @@ def test_z_stack_axial_haze_is_not_signal(seed):
 # --------------------------------------------------------------------------- clusters
 
 
-def _cluster_scene(seed, copies=8, radius_px=4.0, bright_single=None):
+def _cluster_scene(seed, copies=8, radius_px=4.0, bright_single=None, sigma=SIGMA_PX):
     rng = np.random.default_rng(seed)
     shape = (192, 192)
     singles = grid_positions(shape, 24, jitter_seed=seed)
@@ -222,7 +223,7 @@ def _cluster_scene(seed, copies=8, radius_px=4.0, bright_single=None):
         positions.append(np.array([[96.0, 96.0]]))
         amplitudes.append(np.array([bright_single]))
         positions[1], amplitudes[1] = positions[1][:0], amplitudes[1][:0]
-    image = render(shape, np.vstack(positions), np.concatenate(amplitudes))
+    image = render(shape, np.vstack(positions), np.concatenate(amplitudes), sigma=sigma)
     return noisy(image, seed=seed), singles
 
 
@@ -239,6 +240,50 @@ def test_cluster_copies_from_integrated_intensity(seed, copies):
     assert near.sum() == 1
     _tp, fp, fn, _ = match(found[~found.is_cluster], singles)
     assert (fp, fn) == (0, 0)
+
+
+@pytest.mark.parametrize("sigma_px", [1.0, 2.0, 2.6])
+def test_signals_of_another_size_are_measured_and_counted_at_their_size(sigma_px):
+    # 0.7x to 1.9x the assumed 1.4 px. At the assumed size, a 3-sigma aperture misses the
+    # rim of wide single signals but not of a cluster's region: 16 copies for 10.
+    image, singles = _cluster_scene(5, copies=10, sigma=sigma_px)
+    found = detect_spots(image, spacing_um=SPACING, channel="her2")
+    assert found.attrs["spot_sigma_source"] == "measured"
+    assert found.attrs["measured_spot_sigma_um"] == pytest.approx(0.1 * sigma_px, rel=0.1)
+    assert found.attrs["spot_sigma_um"] == pytest.approx(0.1 * sigma_px, rel=0.2)
+    clusters = found[found.is_cluster]
+    assert len(clusters) == 1
+    assert abs(int(clusters.copies.iloc[0]) - 10) <= 1
+    _tp, fp, fn, _ = match(found[~found.is_cluster], singles)
+    assert (fp, fn) == (0, 0)
+
+
+def test_signals_of_the_assumed_or_a_given_size_are_detected_once():
+    image, _ = _cluster_scene(6, copies=10)
+    found = detect_spots(image, spacing_um=SPACING)
+    assert found.attrs["spot_sigma_source"] == "default"
+    assert found.attrs["spot_sigma_um"] == pytest.approx(0.14)
+    assert found.attrs["measured_spot_sigma_um"] == pytest.approx(0.14, rel=0.1)
+    wide, _ = _cluster_scene(6, copies=10, sigma=2.6)
+    given = detect_spots(wide, spacing_um=SPACING, spot_sigma_um=0.14)
+    assert given.attrs["spot_sigma_source"] == "given"
+    assert given.attrs["spot_sigma_um"] == pytest.approx(0.14)
+    assert given.copies[given.is_cluster].iloc[0] > 12  # the bias the measurement removes
+
+
+def test_measure_spot_sigma_from_two_peaks():
+    s = 1.4
+    true = np.array([1.0, 1.4, 2.0, 3.0])
+    flux = np.random.default_rng(0).uniform(500, 5000, (12, 1))
+    for k, t in enumerate(true):
+        peak, wide = flux[:, 0] / (t**2 + s**2), flux[:, 0] / (t**2 + 4 * s**2)
+        assert measure_spot_sigma(peak, wide, s) == pytest.approx(true[k])
+    # Unusable ratios (noise, a neighbour in the wide kernel) and too few spots.
+    peak, wide = np.full(12, 10.0), np.full(12, 2.0)  # ratio 5: left out
+    assert np.isnan(measure_spot_sigma(peak, wide, s))
+    assert np.isnan(measure_spot_sigma([10.0] * 5, [4.0] * 5, s, min_spots=10))
+    with pytest.raises(ValueError, match="wide_peak"):
+        measure_spot_sigma([1.0, 2.0], [1.0], s)
 
 
 def test_bright_single_spot_is_not_split_into_copies():

@@ -58,6 +58,12 @@ def test_tiled_equals_whole_image_analysis(field):
     # the bleed-through measured per tile agrees with the whole field's
     for key, fraction in whole.crosstalk.items():
         assert tiled.crosstalk[key] == pytest.approx(fraction, abs=0.005)
+    # and so do the single-signal reference and the signal size
+    for channel, found in whole.detection.items():
+        per_tiles = tiled.detection[channel]
+        assert per_tiles["spot_sigma_source"] == found["spot_sigma_source"]
+        for key in ("reference_intensity", "measured_spot_sigma_um"):
+            assert per_tiles[key] == pytest.approx(found[key], rel=0.1)
 
 
 def test_tiles_in_threads_give_the_same_result(field):
