@@ -23,7 +23,12 @@ from ishcount.assign import CountParams, assign_spots, count_spots
 from ishcount.crosstalk import remove_crosstalk
 from ishcount.image import FishImage
 from ishcount.segment import prepare_labels, segment_nuclei
-from ishcount.spots import DEFAULT_THRESHOLD_SNR, detect_spots, remove_broadband
+from ishcount.spots import (
+    DEFAULT_THRESHOLD_SNR,
+    detect_spots,
+    remove_broadband,
+    saturation_level,
+)
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
 
 SIGNAL_CHANNELS = ("her2", "cep17")
@@ -215,6 +220,7 @@ def _detect(
 ) -> pd.DataFrame:
     """Detect one channel's signals; on a z projection, each keeps its brightest plane."""
     kwargs = dict(getattr(params, channel))
+    kwargs.setdefault("saturated", _clipped(image.channel(channel), array.shape[-2:]))
     if array.ndim == len(image.spacing_um):
         return detect_spots(array, spacing_um=image.spacing_um, channel=channel, **kwargs)
     n_planes = np.shape(image.channel(channel))[0]
@@ -227,6 +233,16 @@ def _detect(
         x = np.clip(np.rint(found["x"].to_numpy()).astype(int), 0, stack.shape[2] - 1)
         found["z"] = stack[:, y, x].argmax(axis=0).astype(np.float64)
     return found
+
+
+def _clipped(channel: Any, plane_shape: tuple[int, ...]) -> np.ndarray:
+    """Pixels (of any plane) at the channel's clipping level, as a (Y, X) mask."""
+    array = np.asarray(channel)
+    level = saturation_level(array)
+    if not np.isfinite(level):
+        return np.zeros(plane_shape, dtype=bool)
+    clipped = array >= level
+    return clipped.any(axis=0) if clipped.ndim == 3 else clipped
 
 
 def analyze_image(
@@ -292,9 +308,13 @@ def analyze_image(
         start = time.perf_counter()
         found[channel] = _detect(array, image, channel, params)
         seconds[channel] = time.perf_counter() - start
-    detection = {channel: freeze(table.attrs) for channel, table in found.items()}
+    attrs = {channel: dict(table.attrs) for channel, table in found.items()}
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
         found["her2"], found["cep17"] = remove_broadband(found["her2"], found["cep17"])
+    detection = {
+        channel: freeze({**attrs[channel], "saturated_signals": int(table["saturated"].sum())})
+        for channel, table in found.items()
+    }
     tables = [table for table in found.values() if len(table)]
     spots = pd.concat(tables, ignore_index=True) if tables else empty_table(SPOT_SCHEMA)
     spots["spot_id"] = np.arange(len(spots), dtype=np.int64)

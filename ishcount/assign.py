@@ -16,7 +16,8 @@ Examples
 ...     "spot_id": [0, 1, 2], "channel": ["her2", "her2", "cep17"],
 ...     "z": 0.0, "y": [10.0, 12.0, 30.0], "x": [10.0, 14.0, 30.0],
 ...     "amplitude": 1.0, "intensity": 1.0, "background": 0.0, "sigma": 1.0, "snr": 10.0,
-...     "is_cluster": False, "copies": [1, 3, 1], "label": 0, "in_cytoplasm": False}),
+...     "is_cluster": False, "copies": [1, 3, 1], "label": 0, "in_cytoplasm": False,
+...     "saturated": False}),
 ...     SPOT_SCHEMA)
 >>> assign_spots(spots, labels)["label"].tolist()
 [1, 1, 0]

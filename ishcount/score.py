@@ -38,6 +38,9 @@ MAX_WEAK_FRACTION = 0.25
 #: Project convention (not a guideline figure): fewer scorable nuclei than this share of the
 #: nuclei that do not touch the image edge suggests poor nuclear resolution or hybridisation.
 MIN_SCORABLE_FRACTION = 0.5
+#: Project convention: above this share of the signal copies in and near nuclei lying in
+#: signals that reach the camera's maximum, the counts may be several percent low.
+MAX_SATURATED_FRACTION = 0.10
 #: A nucleus is "individually amplified" with at least this many HER2 copies ...
 AMPLIFIED_MIN_HER2 = 6
 #: ... or with at least AMPLIFIED_RATIO_MIN_HER2 copies and HER2/CEP17 >= AMPLIFIED_MIN_RATIO.
@@ -244,7 +247,10 @@ def signal_quality_flags(
     -------
     tuple of QualityFlag
         ``signals_outside_nuclei`` (share with label 0; limit 10%) and ``weak_signals``
-        (share with snr below ``weak_snr``; limit 25%). Empty for an empty table.
+        (share with snr below ``weak_snr``; limit 25%); with a ``saturated`` column also
+        ``saturated_signals`` (share of the copies in and near nuclei held by signals
+        that reach the camera's maximum, whose counts are lower bounds; limit 10%).
+        Empty for an empty table.
 
     Examples
     --------
@@ -262,15 +268,29 @@ def signal_quality_flags(
         near = over | (spots["label"].to_numpy() > 0)
         outside = float(over.sum() / near.sum()) if near.any() else 0.0
     else:
+        near = np.ones(len(spots), dtype=bool)
         outside = float(np.mean(spots["label"].to_numpy() == 0))
     weak = float(np.mean(spots["snr"].to_numpy(dtype=float) < weak_snr))
     outside_text = "of signals in or near nuclei lie over cytoplasm"
     weak_text = f"of signals are weak (snr below {weak_snr:g})"
-    return (
+    flags = (
         _share_flag(
             "signals_outside_nuclei", outside, MAX_OUTSIDE_FRACTION, outside_text, above=True
         ),
         _share_flag("weak_signals", weak, MAX_WEAK_FRACTION, weak_text, above=True),
+    )
+    if "saturated" not in spots.columns:
+        return flags
+    copies = spots["copies"].to_numpy(float) if "copies" in spots.columns else np.ones(len(spots))
+    clipped = spots["saturated"].eq(True).to_numpy() & near  # missing values: not clipped
+    held = float(copies[clipped].sum() / copies[near].sum()) if near.any() else 0.0
+    clipped_text = (
+        "of signal copies in or near nuclei are in signals that reach the camera's maximum "
+        "(their counts are lower bounds; a shorter exposure avoids it)"
+    )
+    return (
+        *flags,
+        _share_flag("saturated_signals", held, MAX_SATURATED_FRACTION, clipped_text, above=True),
     )
 
 
@@ -482,7 +502,8 @@ def score_case(
     nuclei are individually amplified (:func:`is_amplified`) and the other nuclei are also
     more than 10% (so a uniformly amplified tumour is one population), the amplified nuclei
     form a separate population and both populations are summarised. Quality flags: signals
-    outside nuclei (limit 10%), weak signals (limit 25%), scorable nuclei among those away
+    outside nuclei (limit 10%), weak signals (limit 25%), copies in signals that reach the
+    camera's maximum (limit 10%, a project convention), scorable nuclei among those away
     from the image edge (limit 50%, a project convention).
 
     References

@@ -60,6 +60,7 @@ __all__ = [
     "measure_spot_sigma",
     "merge_split_signals",
     "remove_broadband",
+    "saturation_level",
     "single_signal_reference",
     "spot_filter",
 ]
@@ -1306,9 +1307,86 @@ def _table(rows, noise, setup, channel, ndim):
             "copies": rows["copies"],
             "label": 0,
             "in_cytoplasm": False,
+            "saturated": rows["saturated"],
         }
     )
     return conform(table, SPOT_SCHEMA)
+
+
+#: Camera bit depths whose top value (2**k - 1) marks clipping.
+_CAMERA_BITS = (8, 10, 12, 14, 16)
+
+
+def saturation_level(image: Any) -> float:
+    """The value at which the camera clipped ``image``, or ``inf`` if nothing was clipped.
+
+    Parameters
+    ----------
+    image : array_like
+        One channel as acquired (before any background or crosstalk subtraction).
+
+    Returns
+    -------
+    float
+        The image's maximum when at least two pixels reach it and it is the top of a
+        camera bit depth (``2**k - 1`` for ``k`` in 8, 10, 12, 14, 16; 12-bit data are
+        often stored in 16-bit files), the top of the array's integer type, or 1.0 for
+        images scaled to 0-1; ``inf`` otherwise.
+
+    Notes
+    -----
+    A clipped signal loses the light above the camera's maximum: its integrated
+    intensity, and so a cluster's copies, are lower bounds. 8-bit RGB exports and
+    over-exposed HER2 clusters are the usual cause.
+
+    Examples
+    --------
+    >>> image = np.full((4, 4), 100, dtype=np.uint16); image[1, 1:3] = 4095
+    >>> saturation_level(image), saturation_level(np.arange(16.0).reshape(4, 4))
+    (4095.0, inf)
+    """
+    array = np.asarray(image)
+    if array.size == 0 or not np.issubdtype(array.dtype, np.number):
+        return math.inf
+    top = array.max()
+    if not np.isfinite(top):
+        return math.inf
+    tops = {float(2**k - 1) for k in _CAMERA_BITS}
+    if np.issubdtype(array.dtype, np.integer):
+        tops.add(float(np.iinfo(array.dtype).max))
+    else:
+        tops.add(1.0)
+    if float(top) not in tops or np.count_nonzero(array == top) < 2:
+        return math.inf
+    return float(top)
+
+
+def _clipped_pixels(source: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Lateral ``(y, x)`` coordinates of clipped pixels; ``source`` is a mask or the image."""
+    source = np.asarray(source)
+    if source.dtype == bool:
+        mask = source
+    else:
+        level = saturation_level(source)
+        mask = source >= level if math.isfinite(level) else np.zeros((1,) * source.ndim, bool)
+    if mask.ndim == 3:
+        mask = mask.any(axis=0)
+    if mask.any() and mask.shape != tuple(shape[-2:]):
+        raise ValueError(f"saturated must have shape {tuple(shape[-2:])}, got {mask.shape}")
+    return np.argwhere(mask)
+
+
+def _reaches_clipped(rows: dict[str, np.ndarray], clipped: np.ndarray, setup: _Setup):
+    """True for rows with a clipped pixel in their aperture (or a cluster's region)."""
+    n = len(rows["peak"])
+    if len(clipped) == 0 or n == 0:
+        return np.zeros(n, dtype=bool)
+    sigma = float(setup.sigma_px[-1])
+    # a single's footprint is 4 pi sigma**2 (radius 2 sigma); a cluster spreads wider
+    spread = np.sqrt(np.maximum(rows["footprint"], 0) / math.pi) - 2 * sigma
+    radius = _APERTURE_SIGMAS * sigma + np.maximum(spread, 0)
+    distance, _ = cKDTree(clipped).query(rows["position"][:, -2:])
+    return distance <= radius
 
 
 def detect_spots(
@@ -1327,6 +1405,7 @@ def detect_spots(
     min_reference_spots: int = 10,
     cluster_copy_brightness: float = 1.0,
     split_max_ratio: float | None = None,
+    saturated: Any = None,
 ) -> pd.DataFrame:
     """Detect the signals of one FISH channel and estimate the copies inside clusters.
 
@@ -1370,6 +1449,10 @@ def detect_spots(
         number (e.g. 1.5): merge a pair only if together it carries at most this many
         single-signal intensities, i.e. one copy seen as two halves; two full signals
         that happen to lie close then stay two.
+    saturated : array_like of bool, optional
+        Pixels the camera clipped, shape (Y, X) or that of ``image``. None: those of
+        ``image`` at :func:`saturation_level`. Signals with a clipped pixel are marked
+        ``saturated``: their intensity, and a cluster's copies, are lower bounds.
 
     Returns
     -------
@@ -1454,6 +1537,7 @@ def detect_spots(
         "min_ratio": cluster_min_ratio,
         "min_width_ratio": cluster_min_width_ratio,
         "copy_brightness": _positive(cluster_copy_brightness, "cluster_copy_brightness"),
+        "clipped": _clipped_pixels(image if saturated is None else saturated, raw.shape),
     }
     setup = _setup(raw, spacing_um, spot_sigma_um, merge_distance_um, split_max_ratio)
     table, measured_px = _detect_once(raw, setup, options)
@@ -1508,6 +1592,7 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
     rows = _merge_singles(singles, setup, ref.intensity)
     if clusters:
         rows = {key: np.concatenate([rows[key], clusters[key]]) for key in _ROW_KEYS}
+    rows["saturated"] = _reaches_clipped(rows, options["clipped"], setup)
     table = (
         _table(rows, noise, setup, options["channel"], raw.ndim)
         if len(rows["peak"])

@@ -1394,8 +1394,8 @@ def make_field(
     Per-nucleus copy numbers are drawn with stratified sampling, so the realised
     case statistics stay close to the preset's design. Spots are pixel- (voxel-)
     integrated Gaussians with the preset's lateral sigma (0.12-0.16 um unless set) and
-    axial sigma 2.5-3x lateral. The output is ``offset + gain * Poisson(expected / gain) + read noise``
-    clipped to 12 bits.
+    axial sigma 2.5-3x lateral. The output is
+    ``offset + gain * Poisson(expected / gain) + read noise`` clipped to 12 bits.
 
     Examples
     --------

@@ -38,6 +38,7 @@ SPOT_SCHEMA: dict[str, str] = {
     "copies": "int64",  # estimated gene copies this signal stands for (1 for a single signal)
     "label": "int64",  # nucleus label; 0 = outside any nucleus
     "in_cytoplasm": "bool",  # outside every nucleus, but within the cytoplasm margin of one
+    "saturated": "bool",  # a pixel of the signal is at the camera's maximum: copies a lower bound
 }
 
 #: One row per nucleus of one image.

@@ -102,3 +102,16 @@ def test_signals_twice_the_assumed_size_still_give_the_case(seed):
     true_ratio = truth["n_her2"].sum() / truth["n_cep17"].sum()
     assert scored["n_her2"].sum() / scored["n_cep17"].sum() == pytest.approx(true_ratio, rel=0.1)
     assert scored["n_her2"].mean() == pytest.approx(truth["n_her2"].mean(), rel=0.1)
+
+
+def test_overexposed_clusters_are_marked_saturated():
+    field = make_field("group1", shape=(512, 512), rng=4)
+    # six times the exposure on a 12-bit camera: cluster cores clip, single signals do not
+    her2 = np.minimum(np.asarray(field.image.her2, float) * 6, 4095).astype(np.uint16)
+    image = FishImage(field.image.dapi, her2, field.image.cep17, spacing_um=(0.1, 0.1))
+    result = analyze_image(image)
+    signals = result.spots[result.spots["channel"] == "her2"]
+    clipped = signals[signals["saturated"]]
+    assert result.detection["her2"]["saturated_signals"] == len(clipped) >= 5
+    assert clipped["is_cluster"].all()
+    assert analyze_image(field.image).detection["her2"]["saturated_signals"] == 0

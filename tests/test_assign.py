@@ -34,6 +34,7 @@ def make_spots(rows):
         frame[col] = 1.0
     frame["label"] = 0
     frame["in_cytoplasm"] = False
+    frame["saturated"] = False
     return conform(frame, SPOT_SCHEMA)
 
 

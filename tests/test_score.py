@@ -133,7 +133,25 @@ def _spots(labels, snr, in_cytoplasm=None):
     spots = empty_table(SPOT_SCHEMA).reindex(range(len(labels)))
     spots["label"], spots["snr"] = labels, snr
     spots["in_cytoplasm"] = [lab == 0 for lab in labels] if in_cytoplasm is None else in_cytoplasm
+    spots["copies"], spots["saturated"] = 1, False
     return spots
+
+
+def test_saturated_signals_are_flagged_by_the_copies_they_hold():
+    spots = _spots([1] * 100, [9.0] * 100)
+    assert not {f.name: f for f in signal_quality_flags(spots)}["saturated_signals"].tripped
+    spots.loc[:1, "copies"] = 12  # two clipped clusters hold 24 of 122 copies
+    spots.loc[:1, "saturated"] = True
+    flag = {f.name: f for f in signal_quality_flags(spots)}["saturated_signals"]
+    assert flag.value == pytest.approx(24 / 122)
+    assert flag.tripped
+    assert "camera's maximum" in flag.message
+    spots.loc[:1, "label"] = 0  # far from any nucleus: not counted
+    spots.loc[:1, "in_cytoplasm"] = False
+    assert {f.name: f for f in signal_quality_flags(spots)}["saturated_signals"].value == 0
+    # tables without the column (older outputs) get no such flag
+    names = {f.name for f in signal_quality_flags(spots.drop(columns="saturated"))}
+    assert "saturated_signals" not in names
 
 
 def test_signals_far_from_nuclei_are_not_over_cytoplasm():

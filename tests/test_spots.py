@@ -23,6 +23,7 @@ from ishcount.spots import (
     measure_spot_sigma,
     merge_split_signals,
     remove_broadband,
+    saturation_level,
     single_signal_reference,
     spot_filter,
 )
@@ -284,6 +285,38 @@ def test_measure_spot_sigma_from_two_peaks():
     assert np.isnan(measure_spot_sigma([10.0] * 5, [4.0] * 5, s, min_spots=10))
     with pytest.raises(ValueError, match="wide_peak"):
         measure_spot_sigma([1.0, 2.0], [1.0], s)
+
+
+def test_saturation_level_is_a_camera_top_reached_twice():
+    image = np.full((8, 8), 100, dtype=np.uint16)
+    assert saturation_level(image) == np.inf
+    image[2, 2:4] = 4095  # 12-bit data in a 16-bit file
+    assert saturation_level(image) == 4095
+    image[2, 3] = 4000  # one pixel at the top is not clipping
+    assert saturation_level(image) == np.inf
+    rgb = np.zeros((8, 8), dtype=np.uint8)
+    rgb[1:3, 1] = 255
+    assert saturation_level(rgb) == 255
+    assert saturation_level(rgb.astype(float) / 255) == 1.0
+    assert saturation_level(np.linspace(0, 5000, 64).reshape(8, 8)) == np.inf
+
+
+def test_clipped_cluster_is_marked_saturated():
+    image, _ = _cluster_scene(7, copies=12)
+    top = float(image[84:109, 84:109].max())
+    assert image[np.hypot(*np.indices(image.shape) - 96) > 20].max() < 0.6 * top
+    # exposed so that the cluster's core passes a 12-bit camera's maximum, the singles not
+    exposed = np.minimum(image * (4095 / (0.8 * top)), 4095).astype(np.uint16)
+    found = detect_spots(exposed, channel="her2")
+    cluster = found[found.is_cluster]
+    assert cluster["saturated"].tolist() == [True]
+    assert not found.loc[~found.is_cluster, "saturated"].any()
+    # a mask made elsewhere (e.g. from the image before crosstalk subtraction)
+    mask = np.zeros(image.shape, bool)
+    given = detect_spots(image, channel="her2", saturated=mask)
+    assert not given["saturated"].any()
+    with pytest.raises(ValueError, match="saturated must have shape"):
+        detect_spots(image, saturated=np.ones((5, 5), bool))
 
 
 def test_bright_single_spot_is_not_split_into_copies():

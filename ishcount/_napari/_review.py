@@ -415,7 +415,8 @@ class ReviewSession:
         spot_id = int(fld.spots["spot_id"].max()) + 1 if len(fld.spots) else 0
         row = dict.fromkeys(SPOT_SCHEMA, np.nan)
         row.update(spot_id=spot_id, channel="her2" if kind == "clusters" else kind, z=z, y=y, x=x)
-        row.update(is_cluster=kind == "clusters", copies=copies, label=0, in_cytoplasm=False)
+        row.update(is_cluster=kind == "clusters", copies=copies, label=0)
+        row.update(in_cytoplasm=False, saturated=False)
         new = pd.DataFrame([row]).astype(SPOT_SCHEMA)
         fld.spots = pd.concat([fld.spots, new], ignore_index=True) if len(fld.spots) else new
         target = f"signal {spot_id} ({kind})"
