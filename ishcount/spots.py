@@ -1365,15 +1365,15 @@ def _clipped_pixels(source: Any, shape: tuple[int, ...]) -> np.ndarray:
     """Lateral ``(y, x)`` coordinates of clipped pixels; ``source`` is a mask or the image."""
     source = np.asarray(source)
     if source.dtype == bool:
+        if source.ndim not in (2, 3) or source.shape[-2:] != tuple(shape[-2:]):
+            raise ValueError(f"saturated must have shape {tuple(shape[-2:])}, got {source.shape}")
         mask = source
     else:
         level = saturation_level(source)
-        mask = source >= level if math.isfinite(level) else np.zeros((1,) * source.ndim, bool)
-    if mask.ndim == 3:
-        mask = mask.any(axis=0)
-    if mask.any() and mask.shape != tuple(shape[-2:]):
-        raise ValueError(f"saturated must have shape {tuple(shape[-2:])}, got {mask.shape}")
-    return np.argwhere(mask)
+        mask = source >= level if math.isfinite(level) else np.zeros(1, dtype=bool)
+    if not mask.any():  # the usual case; argwhere would scan the whole mask
+        return np.empty((0, 2), dtype=np.intp)
+    return np.argwhere(mask.any(axis=0) if mask.ndim == 3 else mask)
 
 
 def _reaches_clipped(rows: dict[str, np.ndarray], clipped: np.ndarray, setup: _Setup):
