@@ -54,6 +54,7 @@ PRESET_NAMES = (
     "borderline",
     "low_snr",
     "wide_signals",
+    "clean",
 )
 LOW_SNR_PRESETS = frozenset({"low_snr"})
 MATCH_DISTANCE_UM = 0.15  # 1.5 px at the default 0.1 um pixel

@@ -344,6 +344,17 @@ PRESETS: dict[str, CasePreset] = {
             weak_fraction=0.2,
         ),
         CasePreset(
+            "clean",
+            "group 2 case imaged with a low-noise camera (a tenth of the usual noise)",
+            (_MONOSOMY,),
+            intended_group=2,
+            # Weak signals are drawn at SNR 2-3, which at this noise would be 1-3 % of a
+            # typical signal's brightness: not a signal anyone counts, so there are none.
+            weak_fraction=0.0,
+            gain=0.2,
+            read_noise=0.3,
+        ),
+        CasePreset(
             "wide_signals",
             "amplified case with signals about twice the usual size (sigma 0.24-0.30 um)",
             (_AMPLIFIED,),

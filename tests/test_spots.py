@@ -319,6 +319,21 @@ def test_clipped_cluster_is_marked_saturated():
         detect_spots(image, saturated=np.ones((5, 5), bool))
 
 
+def test_faint_speckle_on_a_clean_image_is_not_counted():
+    # Signals of amplitude 250 and speckle of 12 on a clean camera (read noise only, sd
+    # 0.5): the speckle is 24 noise sds high but a twentieth of a signal.
+    rng = np.random.default_rng(8)
+    signals = grid_positions((192, 192), 24, jitter_seed=8)
+    speckle = grid_positions((192, 192), 24, jitter_seed=9, margin=24)[:20]  # between signals
+    clean = render((192, 192), signals, 250.0) + render((192, 192), speckle, 12.0, background=0)
+    clean += rng.normal(0, 0.5, clean.shape)
+    found = detect_spots(clean, spacing_um=SPACING)
+    _tp, fp, fn, _ = match(found, signals)
+    assert (fp, fn) == (0, 0)
+    everything = detect_spots(clean, spacing_um=SPACING, min_relative_intensity=0.0)
+    assert len(everything) >= len(signals) + 15  # without the floor, speckle counts
+
+
 def test_bright_single_spot_is_not_split_into_copies():
     image, _ = _cluster_scene(4, bright_single=4 * 250.0)
     found = detect_spots(image, spacing_um=SPACING)
@@ -568,6 +583,8 @@ def test_remove_broadband_drops_crosstalk_ghosts_of_bright_spots():
         ({"threshold_snr": -1}, ValueError, "threshold_snr.*-1"),
         ({"threshold_snr": "5"}, TypeError, "threshold_snr"),
         ({"merge_distance_um": -0.5}, ValueError, "merge_distance_um"),
+        ({"min_relative_intensity": 1.0}, ValueError, r"min_relative_intensity must lie"),
+        ({"min_relative_intensity": "0.1"}, TypeError, "min_relative_intensity"),
         ({"cluster_min_ratio": 1.5}, ValueError, "cluster_min_ratio.*1.5"),
         ({"min_reference_spots": 2.5}, TypeError, "min_reference_spots"),
         ({"reference_intensity": 0}, ValueError, "reference_intensity"),
