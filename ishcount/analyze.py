@@ -23,12 +23,7 @@ from ishcount.assign import CountParams, assign_spots, count_spots
 from ishcount.crosstalk import remove_crosstalk
 from ishcount.image import FishImage
 from ishcount.segment import prepare_labels, segment_nuclei
-from ishcount.spots import (
-    DEFAULT_THRESHOLD_SNR,
-    detect_spots,
-    remove_broadband,
-    saturation_level,
-)
+from ishcount.spots import DEFAULT_THRESHOLD_SNR, clipped_mask, detect_spots, remove_broadband
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
 
 SIGNAL_CHANNELS = ("her2", "cep17")
@@ -220,7 +215,7 @@ def _detect(
 ) -> pd.DataFrame:
     """Detect one channel's signals; on a z projection, each keeps its brightest plane."""
     kwargs = dict(getattr(params, channel))
-    kwargs.setdefault("saturated", _clipped(image.channel(channel), array.shape[-2:]))
+    kwargs.setdefault("saturated", clipped_mask(image.channel(channel)))
     if array.ndim == len(image.spacing_um):
         return detect_spots(array, spacing_um=image.spacing_um, channel=channel, **kwargs)
     n_planes = np.shape(image.channel(channel))[0]
@@ -233,16 +228,6 @@ def _detect(
         x = np.clip(np.rint(found["x"].to_numpy()).astype(int), 0, stack.shape[2] - 1)
         found["z"] = stack[:, y, x].argmax(axis=0).astype(np.float64)
     return found
-
-
-def _clipped(channel: Any, plane_shape: tuple[int, ...]) -> np.ndarray:
-    """Pixels (of any plane) at the channel's clipping level, as a (Y, X) mask."""
-    array = np.asarray(channel)
-    level = saturation_level(array)
-    if not np.isfinite(level):
-        return np.zeros(plane_shape, dtype=bool)
-    clipped = array >= level
-    return clipped.any(axis=0) if clipped.ndim == 3 else clipped
 
 
 def analyze_image(
