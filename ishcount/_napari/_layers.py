@@ -34,6 +34,10 @@ RESULT_LAYERS: dict[str, str] = {
     "clusters": "HER2 clusters",
 }
 _POINT_COLORS = {"her2": "#ff7f2a", "cep17": "#7fff2a", "clusters": "yellow"}
+#: Outline of signals with a pixel at the camera's maximum (their copies are lower bounds).
+SATURATED_COLOR = "white"
+#: Signal columns carried as point features.
+POINT_FEATURES = ("spot_id", "channel", "copies", "label", "saturated")
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -128,7 +132,7 @@ def signal_points(session: ReviewSession, field: str, kind: str) -> tuple[np.nda
     part = spots[mask].reset_index(drop=True)
     columns = ["z", "y", "x"] if fld.ndim == 3 else ["y", "x"]
     coords = part[columns].to_numpy(float).reshape(-1, len(columns))
-    features = part[["spot_id", "channel", "copies", "label"]]
+    features = part[list(POINT_FEATURES)]
     return coords, features
 
 
@@ -143,11 +147,13 @@ def _points_kwargs(session: ReviewSession, field: str, kind: str, features: pd.D
             "channel": "her2" if kind == "clusters" else kind,
             "copies": 2 if kind == "clusters" else 1,
             "label": 0,
+            "saturated": False,
         },
         "scale": tuple(fld.spacing_um),
         "units": "µm",
         "face_color": "transparent",
-        "border_color": _POINT_COLORS[kind],
+        "border_color": "saturated",
+        "border_color_cycle": {False: _POINT_COLORS[kind], True: SATURATED_COLOR},
         "border_width": 0.15,
         "size": size,
         "ndim": fld.ndim,
@@ -169,8 +175,9 @@ def result_layer_data(session: ReviewSession, field: str) -> list[LayerData]:
     """Return the nuclei labels layer and the HER2, CEP17 and cluster points layers of a field.
 
     The labels layer carries the cell table (with ``state``) as features and outlines nuclei
-    by state (:data:`STATE_COLORS`); points layers carry ``spot_id``, ``channel``, ``copies``
-    and ``label`` as features; cluster points are sized by and labelled with their copies.
+    by state (:data:`STATE_COLORS`); points layers carry :data:`POINT_FEATURES` as features
+    and outline saturated signals in :data:`SATURATED_COLOR`; cluster points are sized by
+    and labelled with their copies.
 
     Examples
     --------

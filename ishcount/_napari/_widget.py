@@ -47,6 +47,7 @@ from ishcount.rules import IHC_SCORES
 
 from ._io import AUTOSAVE_DIR, autosave_review, write_reviewed_case
 from ._layers import (
+    POINT_FEATURES,
     RESULT_LAYERS,
     SIGNAL_SIZE_UM,
     layer_name,
@@ -431,8 +432,9 @@ class IshcountWidget(QWidget):
     def _update_point_features(self, layer: Points, ids: np.ndarray) -> None:
         fld = self.session.field(layer.metadata["ishcount"]["field"])
         spots = fld.spots.set_index("spot_id")
-        features = spots.loc[ids, ["channel", "copies", "label"]].reset_index()
+        features = spots.loc[ids, [c for c in POINT_FEATURES if c != "spot_id"]].reset_index()
         layer.features = features
+        layer.refresh_colors()
         if layer.metadata["ishcount"]["role"] == "clusters" and len(ids):
             base = SIGNAL_SIZE_UM / float(np.mean(fld.spacing_um[-2:]))
             layer.size = base * np.sqrt(features["copies"].to_numpy(float))

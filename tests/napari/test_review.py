@@ -197,3 +197,26 @@ def test_a_batch_run_opens_for_review_and_saves_in_the_same_format(tmp_path):
     page = (case_dir / "report.html").read_text()
     assert "exclude nucleus" in page
     assert "qualified pathologist" in page
+
+
+def test_saturated_signals_are_outlined_apart():
+    napari = pytest.importorskip("napari")
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from ishcount._napari._layers import SATURATED_COLOR, result_layer_data
+    from ishcount.image import FishImage
+
+    field = make_field("group1", shape=(512, 512), rng=4)
+    her2 = np.minimum(np.asarray(field.image.her2, float) * 6, 4095).astype(np.uint16)
+    image = FishImage(
+        field.image.dapi, her2, field.image.cep17, spacing_um=(0.1, 0.1), name="exposed"
+    )
+    session = ReviewSession.from_results([analyze_image(image)], images=[image])
+    layers = {kw["name"]: (data, kw) for data, kw, _ in result_layer_data(session, "exposed")}
+    coords, kwargs = layers["HER2 clusters"]
+    clusters = napari.layers.Points(coords, **kwargs)
+    saturated = clusters.features["saturated"].to_numpy(bool)
+    assert 0 < saturated.sum() < len(saturated)
+    white = transform_color(SATURATED_COLOR)[0]
+    outlined = np.all(np.isclose(clusters.border_color, white), axis=1)
+    np.testing.assert_array_equal(outlined, saturated)
