@@ -24,7 +24,7 @@ from ishcount.synthetic import describe_case, make_case, write_case
 SAMPLES: tuple[tuple[str, str, int, int, int | None], ...] = (
     ("group1", "group1", 101, 360, None),
     ("group2", "group2", 102, 360, None),
-    ("group3", "group3", 103, 360, None),
+    ("group3", "group3", 103, 400, None),  # at 360 it had exactly the 20 nuclei to score
     ("group4", "group4", 104, 360, None),
     ("group5", "group5", 105, 360, None),
     ("heterogeneous", "heterogeneous", 106, 360, None),
