@@ -158,21 +158,27 @@ def _plane(array: Any) -> np.ndarray:
 
 def _signal_images(
     image: FishImage, params: AnalysisParams
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
     """The probe images to detect on (z-projected when asked), with crosstalk removed.
 
-    Returns the images by channel and the DAPI fractions removed (``"dapi>her2"``, ...).
+    Returns the images by channel, each channel's clipped pixels (:func:`clipped_mask`,
+    taken from the channel as acquired, which a lazily read image gives only once per
+    read) and the DAPI fractions removed (``"dapi>her2"``, ...).
     """
     project = len(image.spacing_um) == 3 and params.project_z
     prepare = _plane if project else np.asarray
-    images = {
-        channel: prepare(image.channel(channel))
-        for channel in SIGNAL_CHANNELS
-        if image.channel(channel) is not None
-    }
+    images, clipped = {}, {}
+    for channel in SIGNAL_CHANNELS:
+        if image.channel(channel) is not None:
+            acquired = np.asarray(image.channel(channel))
+            clipped[channel] = clipped_mask(acquired)
+            images[channel] = prepare(acquired)
     if not params.remove_crosstalk:
-        return images, {}
-    return remove_crosstalk(images, prepare(image.dapi), spacing_um=image.spacing_um[-1])
+        return images, clipped, {}
+    images, fractions = remove_crosstalk(
+        images, prepare(image.dapi), spacing_um=image.spacing_um[-1]
+    )
+    return images, clipped, fractions
 
 
 def projected_threshold(threshold_snr: float, n_planes: int) -> float:
@@ -211,11 +217,15 @@ def projected_threshold(threshold_snr: float, n_planes: int) -> float:
 
 
 def _detect(
-    array: np.ndarray, image: FishImage, channel: str, params: AnalysisParams
+    array: np.ndarray,
+    clipped: np.ndarray,
+    image: FishImage,
+    channel: str,
+    params: AnalysisParams,
 ) -> pd.DataFrame:
     """Detect one channel's signals; on a z projection, each keeps its brightest plane."""
     kwargs = dict(getattr(params, channel))
-    kwargs.setdefault("saturated", clipped_mask(image.channel(channel)))
+    kwargs.setdefault("saturated", clipped)
     if array.ndim == len(image.spacing_um):
         return detect_spots(array, spacing_um=image.spacing_um, channel=channel, **kwargs)
     n_planes = np.shape(image.channel(channel))[0]
@@ -286,12 +296,12 @@ def analyze_image(
     seconds["segment"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    images, crosstalk = _signal_images(image, params)
+    images, clipped, crosstalk = _signal_images(image, params)
     seconds["crosstalk"] = time.perf_counter() - start
     found: dict[str, pd.DataFrame] = {}
     for channel, array in images.items():
         start = time.perf_counter()
-        found[channel] = _detect(array, image, channel, params)
+        found[channel] = _detect(array, clipped[channel], image, channel, params)
         seconds[channel] = time.perf_counter() - start
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
