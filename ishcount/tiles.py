@@ -157,32 +157,29 @@ def analyze_tiled(
         params=params,
         spacing_um=image.spacing_um,
         seconds=freeze({"tiles": time.perf_counter() - start, "n_tiles": len(tiles)}),
-        crosstalk=freeze(
-            {  # each tile measures its own; the median over tiles stands for the image
-                key: float(np.median([c[key] for c in crosstalk]))
-                for key in (crosstalk[0] if crosstalk else {})
+        # each tile measures its own; the median over tiles stands for the image
+        crosstalk=_combine(crosstalk),
+        detection=freeze(
+            {
+                channel: _combine([tile[channel] for tile in detection if channel in tile])
+                for channel in (detection[0] if detection else {})
             }
         ),
-        detection=_combine_detection(detection),
     )
 
 
-def _combine_detection(per_tile: list[Mapping[str, Mapping[str, Any]]]):
-    """Each channel's detection figures over the tiles: medians, and the commonest words."""
-    combined = {}
-    for channel in per_tile[0] if per_tile else {}:
-        records = [tile[channel] for tile in per_tile if channel in tile]
-        values = {}
-        for key, first in records[0].items():
-            column = [record.get(key, first) for record in records]
-            if isinstance(first, str):
-                values[key] = Counter(column).most_common(1)[0][0]
-            else:
-                numbers = np.asarray(column, dtype=float)
-                numbers = numbers[np.isfinite(numbers)]
-                values[key] = float(np.median(numbers)) if numbers.size else math.nan
-        combined[channel] = freeze(values)
-    return freeze(combined)
+def _combine(records: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """One record from the tiles' records: medians of the finite numbers, commonest words."""
+    values: dict[str, Any] = {}
+    for key, first in records[0].items() if records else ():
+        column = [record.get(key, first) for record in records]
+        if isinstance(first, str):
+            values[key] = Counter(column).most_common(1)[0][0]
+        else:
+            numbers = np.asarray(column, dtype=float)
+            numbers = numbers[np.isfinite(numbers)]
+            values[key] = float(np.median(numbers)) if numbers.size else math.nan
+    return freeze(values)
 
 
 def _analyse_tiles(
