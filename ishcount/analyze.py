@@ -50,9 +50,10 @@ class AnalysisParams:
         :func:`analyze_image`). The threshold is raised for the number of planes
         (:func:`projected_threshold`).
     remove_crosstalk : bool
-        Measure the bleed-through of DAPI into each probe channel
-        (:func:`ishcount.crosstalk.remove_crosstalk`) and subtract it before detection,
-        so that chromatin texture is not taken for weak signals.
+        Measure the bleed-through of DAPI into each probe channel and of the probes into
+        each other (:func:`ishcount.crosstalk.remove_crosstalk`) and take it out before
+        detection, so that chromatin texture and the faint copies of bright signals in the
+        other probe are not taken for weak signals.
 
     Examples
     --------
@@ -131,8 +132,9 @@ class ImageResult:
     seconds : mapping of str to float
         Wall time of each stage.
     crosstalk : mapping of str to float
-        Bleed-through fractions measured and removed, keyed ``"dapi>her2"`` and
-        ``"dapi>cep17"`` (empty when ``params.remove_crosstalk`` is off).
+        Bleed-through fractions measured and removed, keyed source>receiver:
+        ``"dapi>her2"``, ``"dapi>cep17"``, ``"her2>cep17"`` and ``"cep17>her2"`` (empty
+        when ``params.remove_crosstalk`` is off).
     detection : mapping of str to mapping
         Per signal channel, what detection measured in this image (the ``attrs`` of
         :func:`ishcount.detect_spots`' table): single-signal reference, noise, threshold
@@ -163,7 +165,7 @@ def _signal_images(
 
     Returns the images by channel, each channel's clipped pixels (:func:`clipped_mask`,
     taken from the channel as acquired, which a lazily read image gives only once per
-    read) and the DAPI fractions removed (``"dapi>her2"``, ...).
+    read) and the bleed-through fractions removed (``"dapi>her2"``, ``"her2>cep17"``, ...).
     """
     project = len(image.spacing_um) == 3 and params.project_z
     prepare = _plane if project else np.asarray

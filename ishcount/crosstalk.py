@@ -1,4 +1,4 @@
-"""DAPI bleed-through into the probe channels: measure it and take it out before counting.
+"""Bleed-through between channels: measure it and take it out before counting.
 
 Every filter set passes a little of its neighbours' emission. DAPI in a probe channel
 brings chromatin texture and bright chromocentres, spot-sized detail inside every
@@ -6,6 +6,11 @@ nucleus, exactly where weak FISH signals are looked for. :func:`measure_crosstal
 finds the fraction of a source channel present in a target channel from their
 spot-scale detail, :func:`subtract_crosstalk` removes it, and
 :func:`remove_crosstalk` does both for the DAPI in every probe channel of a field.
+
+The two probes leak into each other as well: every bright HER2 signal leaves a faint copy
+of itself in the CEP17 image (and the reverse), which a noise peak at the same place lifts
+over the threshold. :func:`measure_probe_crosstalk` measures that fraction at the source
+probe's bright signals, and :func:`remove_crosstalk` unmixes the two probes with it.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -26,10 +31,21 @@ from scipy import ndimage as ndi
 
 from ishcount.spots import DEFAULT_LATERAL_SPACING_UM, DEFAULT_SPOT_SIGMA_UM, gaussian_smooth
 
-__all__ = ["MAX_CROSSTALK", "measure_crosstalk", "remove_crosstalk", "subtract_crosstalk"]
+__all__ = [
+    "MAX_CROSSTALK",
+    "MAX_PROBE_CROSSTALK",
+    "measure_crosstalk",
+    "measure_probe_crosstalk",
+    "remove_crosstalk",
+    "subtract_crosstalk",
+]
 
 #: Largest bleed-through fraction reported; anything above is not bleed-through.
 MAX_CROSSTALK = 0.5
+#: Largest probe-to-probe fraction: a signal shared beyond this is debris, not a leak.
+MAX_PROBE_CROSSTALK = 0.25
+_PEAK_SDS = 20.0  # source peaks used for the probe-to-probe fraction: this many robust sds
+_MIN_PEAKS = 10  # fewer usable peaks than this: no probe-to-probe correction
 _SIGNAL_SDS = 3.0  # probe detail beyond this many robust sds is a signal, left out of the fit
 _MAD_TO_SD = 1.4826
 _FIT_ROUNDS = 2  # refits, each leaving out what the previous fit does not explain
@@ -108,19 +124,71 @@ def measure_crosstalk(
     >>> measure_crosstalk(rng.normal(100, 5, (128, 128)), dapi) < 0.01
     True
     """
-    target, origin = np.asarray(channel), np.asarray(source)
-    if target.ndim != 2 or origin.shape != target.shape:
-        raise ValueError(
-            f"channel and source must be 2D images of one shape, got {target.shape} and "
-            f"{origin.shape}"
-        )
-    sigma_px = _sigma_px(spacing_um, spot_sigma_um, tile_px, max_tiles)
-    tiles = _busiest_tiles(origin, tile_px, max_tiles)
-    return _fit(
-        [_detail(target[t], sigma_px) for t in tiles],
-        [_detail(origin[t], sigma_px) for t in tiles],
-        sigma_px,
-    )
+    details = _tile_details(channel, source, spacing_um, spot_sigma_um, tile_px, max_tiles)
+    return _fit(*details)
+
+
+def measure_probe_crosstalk(
+    channel: Any,
+    source: Any,
+    *,
+    spacing_um: float | tuple[float, float] | None = None,
+    spot_sigma_um: float = DEFAULT_SPOT_SIGMA_UM,
+    tile_px: int = 256,
+    max_tiles: int = 4,
+) -> float:
+    """Fraction of one probe's signals that shows in the other probe's channel.
+
+    Parameters
+    ----------
+    channel : array_like, shape (Y, X)
+        The probe channel that receives the bleed-through (CEP17, say), raw intensities
+        with any DAPI bleed-through already removed.
+    source : array_like, shape (Y, X)
+        The probe channel that bleeds (HER2) of the same field.
+    spacing_um, spot_sigma_um, tile_px, max_tiles
+        As in :func:`measure_crosstalk`; the tiles are those where the source has the most
+        detail.
+
+    Returns
+    -------
+    float
+        ``k`` in [0, :data:`MAX_PROBE_CROSSTALK`]: the median, over the source's bright
+        signals, of the slope of the channel's detail on the source's detail around each
+        signal. 0 when fewer than 10 bright signals are usable.
+
+    Raises
+    ------
+    ValueError
+        If the images are not 2D, differ in shape, or a size is not positive.
+
+    Notes
+    -----
+    Fitting the probes' detail pixel by pixel, as :func:`measure_crosstalk` does for DAPI,
+    gives 4 to 23 times the true fraction: what the DAPI correction leaves of the chromatin
+    texture is common to both probes. At a bright signal of the source (a local maximum of
+    its difference of Gaussians beyond 20 robust standard deviations) the source's own
+    light dwarfs that texture, so the channel's detail over a window of about two signal
+    sigmas around it is regressed on the source's, with an offset for whatever smooth
+    structure both share there. True signals of the channel rarely fall on the source's
+    signals, and the median ignores those that do; slopes beyond
+    :data:`MAX_PROBE_CROSSTALK` (broadband debris, bright in every channel) are left out.
+    On 2048 x 2048 synthetic fields (true fractions 0.010-0.039, 12 fields) the estimate
+    was within 0.011 of the truth; a low signal-to-noise field may have too few bright
+    signals and then gets no correction.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> points = np.zeros((256, 256))
+    >>> points[tuple(rng.integers(8, 248, (2, 60)))] = 5000.0
+    >>> her2 = 100 + ndi.gaussian_filter(points, 1.4) + rng.normal(0, 2, points.shape)
+    >>> cep17 = 100 + 0.03 * her2 + rng.normal(0, 2, points.shape)
+    >>> round(measure_probe_crosstalk(cep17, her2), 2)
+    0.03
+    """
+    details = _tile_details(channel, source, spacing_um, spot_sigma_um, tile_px, max_tiles)
+    return _probe_fraction(*details)
 
 
 def remove_crosstalk(
@@ -132,7 +200,7 @@ def remove_crosstalk(
     tile_px: int = 256,
     max_tiles: int = 4,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Measure the DAPI in every probe channel of a field and take it out.
+    """Measure the DAPI in every probe channel of a field, take it out and unmix the probes.
 
     Parameters
     ----------
@@ -149,7 +217,8 @@ def remove_crosstalk(
     images : dict of str to numpy.ndarray of float32
         The corrected probe channels.
     fractions : dict of str to float
-        The fractions removed, keyed ``"dapi>her2"``, ``"dapi>cep17"``.
+        The fractions removed, keyed ``"dapi>her2"``, ``"dapi>cep17"`` and, with two
+        probes, ``"her2>cep17"`` and ``"cep17>her2"`` (source>receiver).
 
     Raises
     ------
@@ -162,11 +231,12 @@ def remove_crosstalk(
     nuclei are) and the DAPI detail is filtered once. A z-stack is measured on its
     maximum projection and corrected plane by plane.
 
-    Probe-to-probe bleed-through (the ghost of a bright HER2 cluster in CEP17) is not
-    removed: fitted the same way, the fraction of CEP17 in HER2 came out 4 to 23 times the
-    true one on amplified synthetic fields, because whatever the DAPI correction leaves
-    of the chromatin texture is common to both probes. Such ghosts are handled by
-    :func:`ishcount.spots.remove_broadband` instead.
+    With two probes, their bleed-through into each other is measured next, on the same
+    tiles after the DAPI correction (:func:`measure_probe_crosstalk`), and the two channels
+    are unmixed: ``her2 = (H - k_ch C) / (1 - k_ch k_hc)`` and the same for CEP17. A
+    bright HER2 signal then leaves no faint copy in CEP17 for a noise peak to lift over the
+    threshold. Ghosts of clipped clusters, which a linear correction cannot undo, are left
+    to :func:`ishcount.spots.remove_broadband`.
 
     Examples
     --------
@@ -197,11 +267,53 @@ def remove_crosstalk(
         name: subtract_crosstalk(array, source, fractions[f"dapi>{name}"])
         for name, array in arrays.items()
     }
+    if len(arrays) == 2:
+        first, second = arrays
+        clean = {  # detail is linear: the DAPI-corrected detail needs no new filtering
+            name: [
+                d - np.float32(fractions[f"dapi>{name}"]) * s
+                for d, s in zip(details[name], details["dapi"], strict=True)
+            ]
+            for name in arrays
+        }
+        into_second = _probe_fraction(clean[second], clean[first], sigma_px)
+        into_first = _probe_fraction(clean[first], clean[second], sigma_px)
+        fractions[f"{first}>{second}"] = into_second
+        fractions[f"{second}>{first}"] = into_first
+        _unmix(images[first], images[second], into_first, into_second)
     return images, fractions
+
+
+def _unmix(first: np.ndarray, second: np.ndarray, into_first: float, into_second: float) -> None:
+    """Undo mutual bleed-through in place.
+
+    Observed ``first = a + into_first * b`` and ``second = b + into_second * a``;
+    afterwards the arrays hold ``a`` and ``b``: ``second - into_second * first`` is
+    ``(1 - into_first * into_second) * b``, and ``a = first - into_first * b``.
+    """
+    if into_first == 0.0 and into_second == 0.0:
+        return
+    second -= np.float32(into_second) * first
+    second *= np.float32(1.0 / (1.0 - into_first * into_second))
+    first -= np.float32(into_first) * second
 
 
 def _plane(array: np.ndarray) -> np.ndarray:
     return array if array.ndim == 2 else array.max(axis=0)
+
+
+def _tile_details(channel, source, spacing_um, spot_sigma_um, tile_px, max_tiles):
+    """Detail of two 2D images on the tiles where ``source`` varies most, and the PSF sigma."""
+    target, origin = np.asarray(channel), np.asarray(source)
+    if target.ndim != 2 or origin.shape != target.shape:
+        raise ValueError(
+            f"channel and source must be 2D images of one shape, got {target.shape} and "
+            f"{origin.shape}"
+        )
+    sigma_px = _sigma_px(spacing_um, spot_sigma_um, tile_px, max_tiles)
+    tiles = _busiest_tiles(origin, tile_px, max_tiles)
+    target_details = [_detail(target[t], sigma_px) for t in tiles]
+    return target_details, [_detail(origin[t], sigma_px) for t in tiles], sigma_px
 
 
 def _sigma_px(spacing_um: Any, spot_sigma_um: float, tile_px: int, max_tiles: int) -> float:
@@ -236,6 +348,33 @@ def _fit(target: list[np.ndarray], source: list[np.ndarray], sigma_px: float) ->
             return 0.0
         fraction = float(np.clip(cross / square, 0.0, MAX_CROSSTALK))
     return fraction
+
+
+def _probe_fraction(target: list[np.ndarray], source: list[np.ndarray], sigma_px: float) -> float:
+    """Fraction of ``source`` in ``target`` at the source's bright peaks (see
+    :func:`measure_probe_crosstalk`)."""
+    reach = max(2, round(2 * sigma_px))
+    dy, dx = (offset.ravel() for offset in np.mgrid[-reach : reach + 1, -reach : reach + 1])
+    slopes = []
+    for target_detail, source_detail in zip(target, source, strict=True):
+        sample = source_detail[::2, ::2]
+        spread = _MAD_TO_SD * float(np.median(np.abs(sample - np.median(sample))))
+        bright = source_detail > _PEAK_SDS * max(spread, 1e-12)
+        bright &= source_detail == ndi.maximum_filter(source_detail, size=3)
+        inner = bright[reach:-reach, reach:-reach]
+        py, px = (axis + reach for axis in np.nonzero(inner))
+        if py.size == 0:
+            continue
+        window_source = source_detail[py[:, None] + dy, px[:, None] + dx].astype(np.float64)
+        window_target = target_detail[py[:, None] + dy, px[:, None] + dx].astype(np.float64)
+        window_source -= window_source.mean(axis=1, keepdims=True)
+        window_target -= window_target.mean(axis=1, keepdims=True)
+        slopes.append((window_source * window_target).sum(axis=1) / (window_source**2).sum(axis=1))
+    values = np.concatenate(slopes) if slopes else np.empty(0)
+    values = values[np.abs(values) <= MAX_PROBE_CROSSTALK]
+    if values.size < _MIN_PEAKS:
+        return 0.0
+    return float(np.clip(np.median(values), 0.0, MAX_PROBE_CROSSTALK))
 
 
 def _detail(image: np.ndarray, sigma_px: float) -> np.ndarray:

@@ -8,6 +8,7 @@ from ishcount.analyze import AnalysisParams, analyze_image
 from ishcount.crosstalk import (
     MAX_CROSSTALK,
     measure_crosstalk,
+    measure_probe_crosstalk,
     remove_crosstalk,
     subtract_crosstalk,
 )
@@ -105,7 +106,7 @@ def test_analysis_reports_and_can_skip_the_correction():
     )
     on = analyze_image(image)
     off = analyze_image(image, params=AnalysisParams(remove_crosstalk=False))
-    assert set(on.crosstalk) == {"dapi>her2", "dapi>cep17"}
+    assert set(on.crosstalk) == {"dapi>her2", "dapi>cep17", "her2>cep17", "cep17>her2"}
     assert on.crosstalk["dapi>her2"] == pytest.approx(0.03, abs=0.006)
     assert on.crosstalk["dapi>cep17"] < 0.006
     assert off.crosstalk == {}
@@ -131,3 +132,62 @@ def test_field_correction_takes_dapi_out_of_every_probe_and_plane():
             assert abs(left) < 0.25 * abs(before)
     with pytest.raises(ValueError, match="probe 'her2' and dapi"):
         remove_crosstalk({"her2": np.zeros((4, 4))}, np.zeros((4, 5)))
+
+
+def signals(rng, n, shape=(512, 512), peak=1000.0):
+    """Expected image of ``n`` PSF-sized signals (sigma 1.4 px) of one peak height."""
+    points = np.zeros(shape)
+    ys, xs = rng.integers(8, shape[0] - 8, (2, n))
+    points[ys, xs] = peak * 2 * np.pi * 1.4**2
+    return ndi.gaussian_filter(points, 1.4)
+
+
+def two_probes(rng, into_cep17, into_her2, n_her2=200, n_cep17=120, her2_peak=1000.0):
+    """HER2 and CEP17 signals leaking into each other, on a flat 100 ADU, Poisson noise."""
+    her2, cep17 = signals(rng, n_her2, peak=her2_peak), signals(rng, n_cep17)
+    observed_her2 = rng.poisson(100 + her2 + into_her2 * cep17).astype(np.float32)
+    observed_cep17 = rng.poisson(100 + cep17 + into_cep17 * her2).astype(np.float32)
+    return observed_her2, observed_cep17
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.03, 0.08])
+def test_measures_the_probe_to_probe_fraction(fraction):
+    rng = np.random.default_rng(int(fraction * 1000) + 20)
+    her2, cep17 = two_probes(rng, fraction, 0.02)
+    # 200 signals of peak SNR ~30: the median slope is within 0.005 of the truth.
+    assert measure_probe_crosstalk(cep17, her2) == pytest.approx(fraction, abs=0.005)
+    assert measure_probe_crosstalk(her2, cep17) == pytest.approx(0.02, abs=0.005)
+
+
+def test_broadband_debris_is_not_probe_bleed_through():
+    """Particles as bright in both probes (ratio ~1) are left out of the median."""
+    rng = np.random.default_rng(21)
+    her2, cep17 = two_probes(rng, 0.02, 0.0, n_her2=100)
+    debris = np.zeros(her2.shape)
+    ys, xs = rng.integers(8, her2.shape[0] - 8, (2, 60))
+    debris[ys, xs] = 3000 * 2 * np.pi * 2.0**2
+    debris = ndi.gaussian_filter(debris, 2.0)
+    assert measure_probe_crosstalk(cep17 + debris, her2 + debris) == pytest.approx(0.02, abs=0.006)
+
+
+def test_too_few_bright_signals_give_no_probe_correction():
+    rng = np.random.default_rng(22)
+    her2, cep17 = two_probes(rng, 0.05, 0.05, n_her2=5, n_cep17=5)
+    assert measure_probe_crosstalk(cep17, her2) == 0.0
+    with pytest.raises(ValueError, match="channel and source"):
+        measure_probe_crosstalk(cep17, her2[:-1])
+
+
+def test_unmixing_removes_the_ghosts_of_bright_her2_signals():
+    """A 6 % leak of 20x brighter HER2 makes faint CEP17 spots; unmixed, they are gone."""
+    rng = np.random.default_rng(23)
+    her2, cep17 = two_probes(rng, 0.06, 0.0, n_her2=150, n_cep17=60, her2_peak=20000.0)
+    dapi = np.full(her2.shape, 500.0, np.float32)
+    before = len(detect_spots(cep17, channel="cep17"))
+    images, fractions = remove_crosstalk({"her2": her2, "cep17": cep17}, dapi)
+    assert fractions["her2>cep17"] == pytest.approx(0.06, abs=0.006)
+    assert fractions["cep17>her2"] < 0.005
+    after = len(detect_spots(images["cep17"], channel="cep17"))
+    assert before > 150  # the CEP17 signals and most of the 150 ghosts
+    assert after == pytest.approx(60, abs=6)  # the CEP17 signals (a few may coincide)
+    assert images["her2"].max() > 0.99 * her2.max()  # HER2 itself is hardly touched

@@ -70,7 +70,7 @@ def test_run_writes_every_output_and_leaves_inputs_alone(batch, tmp_path):
         for field in record["fields"]:
             assert (case_dir / "labels" / f"{field['name']}.tif").is_file()
             stored = json.loads((case_dir / "fields" / field["name"] / "field.json").read_text())
-            keys = {"dapi>her2", "dapi>cep17"}
+            keys = {"dapi>her2", "dapi>cep17", "her2>cep17", "cep17>her2"}
             assert set(stored["crosstalk"]) == keys
             assert all(0 <= k < 0.5 for k in stored["crosstalk"].values())
             for channel in ("her2", "cep17"):  # what detection measured, for quality control

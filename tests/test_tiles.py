@@ -55,9 +55,12 @@ def test_tiled_equals_whole_image_analysis(field):
         total_tiled = tiled.cells.loc[tiled.cells["is_scored"], column].sum()
         assert total_tiled == pytest.approx(total_whole, rel=0.05)
     assert tiled.cells["is_scored"].sum() == pytest.approx(whole.cells["is_scored"].sum(), abs=2)
-    # the bleed-through measured per tile agrees with the whole field's
+    # the bleed-through measured per tile agrees with the whole field's; a probe-to-probe
+    # fraction is a median over a few dozen bright signals, within 0.011 of the truth on
+    # 2048 x 2048 fields, so two such estimates may differ by twice that
     for key, fraction in whole.crosstalk.items():
-        assert tiled.crosstalk[key] == pytest.approx(fraction, abs=0.005)
+        tolerance = 0.005 if key.startswith("dapi>") else 0.022
+        assert tiled.crosstalk[key] == pytest.approx(fraction, abs=tolerance)
     # and so do the single-signal reference and the signal size
     for channel, found in whole.detection.items():
         per_tiles = tiled.detection[channel]
