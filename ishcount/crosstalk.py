@@ -46,6 +46,7 @@ MAX_CROSSTALK = 0.5
 MAX_PROBE_CROSSTALK = 0.25
 _PEAK_SDS = 20.0  # source peaks used for the probe-to-probe fraction: this many robust sds
 _MIN_PEAKS = 10  # fewer usable peaks than this: no probe-to-probe correction
+_PROBE_TILES = 4  # a sparse field's probe fractions may use this many times max_tiles
 _SIGNAL_SDS = 3.0  # probe detail beyond this many robust sds is a signal, left out of the fit
 _MAD_TO_SD = 1.4826
 _FIT_ROUNDS = 2  # refits, each leaving out what the previous fit does not explain
@@ -232,8 +233,10 @@ def remove_crosstalk(
     maximum projection and corrected plane by plane.
 
     With two probes, their bleed-through into each other is measured next, on the same
-    tiles after the DAPI correction (:func:`measure_probe_crosstalk`), and the two channels
-    are unmixed: ``her2 = (H - k_ch C) / (1 - k_ch k_hc)`` and the same for CEP17. A
+    tiles after the DAPI correction (:func:`measure_probe_crosstalk`); while a probe has
+    fewer than 10 bright signals there (a sparse field, or high magnification), up to three
+    times as many further tiles, the next busiest in DAPI, are added. The two channels are
+    then unmixed: ``her2 = (H - k_ch C) / (1 - k_ch k_hc)`` and the same for CEP17. A
     bright HER2 signal then leaves no faint copy in CEP17 for a noise peak to lift over the
     threshold. Ghosts of clipped clusters, which a linear correction cannot undo, are left
     to :func:`ishcount.spots.remove_broadband`.
@@ -257,7 +260,8 @@ def remove_crosstalk(
             )
     sigma_px = _sigma_px(spacing_um, spot_sigma_um, tile_px, max_tiles)
     planes = {name: _plane(array) for name, array in {**arrays, "dapi": nuclear}.items()}
-    tiles = _busiest_tiles(planes["dapi"], tile_px, max_tiles)
+    ranked = _busiest_tiles(planes["dapi"], tile_px, _PROBE_TILES * max_tiles)
+    tiles = ranked[:max_tiles]
     details = {name: [_detail(plane[t], sigma_px) for t in tiles] for name, plane in planes.items()}
     fractions = {}
     for name in arrays:
@@ -269,19 +273,54 @@ def remove_crosstalk(
     }
     if len(arrays) == 2:
         first, second = arrays
-        clean = {  # detail is linear: the DAPI-corrected detail needs no new filtering
-            name: [
-                d - np.float32(fractions[f"dapi>{name}"]) * s
-                for d, s in zip(details[name], details["dapi"], strict=True)
-            ]
-            for name in arrays
-        }
-        into_second = _probe_fraction(clean[second], clean[first], sigma_px)
-        into_first = _probe_fraction(clean[first], clean[second], sigma_px)
+        into_second, into_first = _probe_fractions(
+            planes, (first, second), details, fractions, ranked, max_tiles, sigma_px
+        )
         fractions[f"{first}>{second}"] = into_second
         fractions[f"{second}>{first}"] = into_first
         _unmix(images[first], images[second], into_first, into_second)
     return images, fractions
+
+
+def _probe_fractions(planes, names, details, fractions, ranked, max_tiles, sigma_px):
+    """Both probe-to-probe fractions, from the DAPI tiles and, while a probe has too few
+    bright signals there, from the next busiest tiles (a sparse field).
+
+    An extra tile is filtered for the other probe and DAPI only when the source probe has a
+    bright signal in it, so a probe without bright signals (low SNR) costs one filter per
+    extra tile.
+    """
+    first, second = names
+    pairs = ((second, first), (first, second))  # (receiver, source)
+    slopes: dict[str, list[np.ndarray]] = {first: [], second: []}  # keyed by the receiver
+
+    def clean(name: str, tile_details: dict[str, np.ndarray]) -> np.ndarray:
+        # detail is linear: the DAPI-corrected detail needs no new filtering
+        return tile_details[name] - np.float32(fractions[f"dapi>{name}"]) * tile_details["dapi"]
+
+    for index in range(len(details["dapi"])):
+        tile_details = {name: details[name][index] for name in (*names, "dapi")}
+        for receiver, source in pairs:
+            slopes[receiver].append(
+                _peak_slopes(clean(receiver, tile_details), clean(source, tile_details), sigma_px)
+            )
+    for tile in ranked[max_tiles:]:
+        wanted = [pair for pair in pairs if _median_slope(slopes[pair[0]]) is None]
+        if not wanted:
+            break
+        tile_details: dict[str, np.ndarray] = {}
+        for receiver, source in wanted:
+            if source not in tile_details:
+                tile_details[source] = _detail(planes[source][tile], sigma_px)
+            if not _has_bright_peak(tile_details[source]):
+                continue
+            for name in (receiver, "dapi"):
+                if name not in tile_details:
+                    tile_details[name] = _detail(planes[name][tile], sigma_px)
+            slopes[receiver].append(
+                _peak_slopes(clean(receiver, tile_details), clean(source, tile_details), sigma_px)
+            )
+    return _median_slope(slopes[second]) or 0.0, _median_slope(slopes[first]) or 0.0
 
 
 def _unmix(first: np.ndarray, second: np.ndarray, into_first: float, into_second: float) -> None:
@@ -353,27 +392,42 @@ def _fit(target: list[np.ndarray], source: list[np.ndarray], sigma_px: float) ->
 def _probe_fraction(target: list[np.ndarray], source: list[np.ndarray], sigma_px: float) -> float:
     """Fraction of ``source`` in ``target`` at the source's bright peaks (see
     :func:`measure_probe_crosstalk`)."""
+    slopes = [_peak_slopes(t, s, sigma_px) for t, s in zip(target, source, strict=True)]
+    return _median_slope(slopes) or 0.0
+
+
+def _bright(detail: np.ndarray) -> np.ndarray:
+    """Pixels of a tile's detail beyond :data:`_PEAK_SDS` robust standard deviations."""
+    sample = detail[::2, ::2]
+    spread = _MAD_TO_SD * float(np.median(np.abs(sample - np.median(sample))))
+    return detail > _PEAK_SDS * max(spread, 1e-12)
+
+
+def _has_bright_peak(detail: np.ndarray) -> bool:
+    return bool(_bright(detail).any())
+
+
+def _peak_slopes(target: np.ndarray, source: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Per bright peak of ``source`` (one tile's detail), the slope of ``target`` on it."""
     reach = max(2, round(2 * sigma_px))
+    bright = _bright(source)
+    bright &= source == ndi.maximum_filter(source, size=3)
+    py, px = (axis + reach for axis in np.nonzero(bright[reach:-reach, reach:-reach]))
     dy, dx = (offset.ravel() for offset in np.mgrid[-reach : reach + 1, -reach : reach + 1])
-    slopes = []
-    for target_detail, source_detail in zip(target, source, strict=True):
-        sample = source_detail[::2, ::2]
-        spread = _MAD_TO_SD * float(np.median(np.abs(sample - np.median(sample))))
-        bright = source_detail > _PEAK_SDS * max(spread, 1e-12)
-        bright &= source_detail == ndi.maximum_filter(source_detail, size=3)
-        inner = bright[reach:-reach, reach:-reach]
-        py, px = (axis + reach for axis in np.nonzero(inner))
-        if py.size == 0:
-            continue
-        window_source = source_detail[py[:, None] + dy, px[:, None] + dx].astype(np.float64)
-        window_target = target_detail[py[:, None] + dy, px[:, None] + dx].astype(np.float64)
-        window_source -= window_source.mean(axis=1, keepdims=True)
-        window_target -= window_target.mean(axis=1, keepdims=True)
-        slopes.append((window_source * window_target).sum(axis=1) / (window_source**2).sum(axis=1))
+    window_source = source[py[:, None] + dy, px[:, None] + dx].astype(np.float64)
+    window_target = target[py[:, None] + dy, px[:, None] + dx].astype(np.float64)
+    window_source -= window_source.mean(axis=1, keepdims=True)
+    window_target -= window_target.mean(axis=1, keepdims=True)
+    return (window_source * window_target).sum(axis=1) / (window_source**2).sum(axis=1)
+
+
+def _median_slope(slopes: list[np.ndarray]) -> float | None:
+    """Median of the slopes within :data:`MAX_PROBE_CROSSTALK`, clipped at 0; None when
+    fewer than :data:`_MIN_PEAKS` are usable."""
     values = np.concatenate(slopes) if slopes else np.empty(0)
     values = values[np.abs(values) <= MAX_PROBE_CROSSTALK]
     if values.size < _MIN_PEAKS:
-        return 0.0
+        return None
     return float(np.clip(np.median(values), 0.0, MAX_PROBE_CROSSTALK))
 
 

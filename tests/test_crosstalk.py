@@ -191,3 +191,20 @@ def test_unmixing_removes_the_ghosts_of_bright_her2_signals():
     assert before > 150  # the CEP17 signals and most of the 150 ghosts
     assert after == pytest.approx(60, abs=6)  # the CEP17 signals (a few may coincide)
     assert images["her2"].max() > 0.99 * her2.max()  # HER2 itself is hardly touched
+
+
+def test_sparse_field_looks_beyond_the_dapi_tiles(monkeypatch):
+    """Bright signals only outside the four DAPI-busiest tiles: the next tiles are used."""
+    rng = np.random.default_rng(24)
+    shape = (1024, 1024)
+    dapi = np.full(shape, 300.0)
+    dapi[:256, :] += textured_dapi(rng, shape=(256, 1024), n_chromocentres=100)  # 4 busy tiles
+    her2_signals = signals(rng, 150, shape=shape)
+    her2_signals[:300] = 0.0  # none in the DAPI-busiest tiles
+    her2 = rng.poisson(100 + her2_signals).astype(np.float32)
+    cep17 = rng.poisson(100 + 0.05 * her2_signals).astype(np.float32)
+    _, fractions = remove_crosstalk({"her2": her2, "cep17": cep17}, dapi)
+    assert fractions["her2>cep17"] == pytest.approx(0.05, abs=0.006)
+    monkeypatch.setattr("ishcount.crosstalk._PROBE_TILES", 1)  # the four DAPI tiles only
+    _, fractions = remove_crosstalk({"her2": her2, "cep17": cep17}, dapi)
+    assert fractions["her2>cep17"] == 0.0
