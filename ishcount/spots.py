@@ -1264,6 +1264,27 @@ def _point_like(spots: dict[str, np.ndarray], noise_sd: np.ndarray, ref, setup) 
     return log_excess <= math.log(_SHAPE_TOLERANCE) + _SHAPE_Z * relative_se
 
 
+def _capture_fraction(aperture_sigma_px: np.ndarray, true_sigma_px: np.ndarray) -> float:
+    """Share of a Gaussian signal's flux that the aperture sum minus the ring median returns.
+
+    The aperture (:data:`_APERTURE_SIGMAS` of the assumed sigma) misses the tail of a signal
+    whose true sigma is larger, and the ring median removes the part of the tail it holds;
+    averaged over sub-pixel positions of the signal within its central pixel.
+    """
+    window = _offsets(_APERTURE_SIGMAS + _RING_SIGMAS, aperture_sigma_px)
+    in_aperture = ((window / aperture_sigma_px) ** 2).sum(axis=1) <= _APERTURE_SIGMAS**2
+    steps = [np.linspace(-0.375, 0.375, 4)] * window.shape[1]
+    shifts = np.stack(np.meshgrid(*steps, indexing="ij"), axis=-1)
+    norm = (2 * np.pi) ** (window.shape[1] / 2) * np.prod(true_sigma_px)
+    captured = []
+    for shift in shifts.reshape(-1, window.shape[1]):
+        g = np.exp(-0.5 * (((window - shift) / true_sigma_px) ** 2).sum(axis=1)) / norm
+        captured.append(g[in_aperture].sum() - np.median(g[~in_aperture]) * in_aperture.sum())
+    # Far outside the 0.8-1.25 band of sizes (no re-detection pass left) the share falls
+    # fast (0.54 at twice the assumed sigma); it is not taken below a half.
+    return float(np.clip(np.mean(captured), 0.5, 1.0))
+
+
 def _merge_singles(
     singles: dict[str, np.ndarray], setup: _Setup, reference: float
 ) -> dict[str, np.ndarray]:
@@ -1500,7 +1521,8 @@ def detect_spots(
         :data:`ishcount.tables.SPOT_SCHEMA` columns, one row per signal (split signals
         merged, each cluster one row with its ``copies``), ``label`` 0. ``table.attrs``
         holds the reference (``reference_intensity``, ``reference_source``,
-        ``reference_spots``), the median noise and threshold, and the signal size used
+        ``reference_spots``, and ``reference_capture``: the share of a signal's light its
+        aperture measurement returns), the median noise and threshold, and the signal size used
         (``spot_sigma_um``; ``spot_sigma_source`` "default", "measured" or "given") and
         measured (``measured_spot_sigma_um``, NaN with fewer than ``min_reference_spots``
         single signals).
@@ -1556,6 +1578,15 @@ def detect_spots(
     Poisson images with signals of sigma 1.0, 2.0 and 2.6 px (1.4 assumed) it measured
     1.07, 2.02 and 2.57 px, and a 10-copy cluster came out 10, 10 and 11 copies (10, 12
     and 16 at the assumed size).
+
+    Copies: a cluster's grown region holds nearly all of its light, while the aperture of a
+    single signal returns a share of it (``reference_capture``: 0.987 for a signal of the
+    assumed size, 0.970 at 1.1 times it, computed for a Gaussian of the measured size over
+    sub-pixel positions, less the tail the ring median removes). One copy is therefore
+    the reference divided by that share. Without it clusters came out 6 % high on
+    synthetic group1 fields (single signals measured at 0.97 of their light); with it the
+    ``wide_signals`` ratio error fell from 7.9 % to 3.9 % and the heterogeneous one from
+    6.9 % to 4.8 % (2048 fields, seeds 1-2).
 
     References
     ----------
@@ -1641,7 +1672,16 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
     singles = {key: value[single] for key, value in spots.items()}
     singles["copies"] = np.ones(int(single.sum()), dtype=np.int64)
     rows = _merge_singles(singles, setup, ref.intensity)
+    signal_sigma = setup.sigma_px * (measured_px / setup.sigma_px[-1])
+    capture = _capture_fraction(
+        setup.sigma_px, signal_sigma if np.isfinite(measured_px) else setup.sigma_px
+    )
     if clusters:
+        # A cluster's grown region holds (nearly) all of its light, a single signal's
+        # aperture not quite: one copy carries the reference divided by that share.
+        per_copy = ref.intensity * options["copy_brightness"] / capture
+        clusters["copies"] = np.maximum(np.rint(clusters["intensity"] / per_copy), 2)
+        clusters["copies"] = clusters["copies"].astype(np.int64)
         rows = {key: np.concatenate([rows[key], clusters[key]]) for key in _ROW_KEYS}
     rows["saturated"] = _reaches_clipped(rows, options["clipped"], setup)
     table = (
@@ -1651,6 +1691,7 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
     )
     table.attrs.update(
         reference_intensity=ref.intensity,
+        reference_capture=capture,
         reference_source=ref.source,
         reference_spots=ref.n_spots,
         noise_sd=float(np.median(_typical(noise))),
