@@ -20,7 +20,7 @@ from scipy import special
 
 from ishcount._frozen import freeze
 from ishcount.assign import CountParams, assign_spots, count_spots
-from ishcount.crosstalk import remove_crosstalk
+from ishcount.crosstalk import correction_weights, remove_crosstalk
 from ishcount.image import FishImage
 from ishcount.segment import prepare_labels, segment_nuclei
 from ishcount.spots import DEFAULT_THRESHOLD_SNR, clipped_mask, detect_spots, remove_broadband
@@ -152,6 +152,34 @@ class ImageResult:
     detection: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+class _CorrectedStack:
+    """A z-stack channel corrected for bleed-through only where it is read.
+
+    ``planes_at(where)`` gives every plane's corrected values at flat lateral indices, the
+    weighted sum of the acquired channels there (:func:`ishcount.crosstalk.correction_weights`);
+    the whole corrected stack, three float32 copies of the acquired ones, is never made.
+    """
+
+    def __init__(self, channels: Mapping[str, np.ndarray], weights: Mapping[str, float]):
+        self._parts = [(np.asarray(channels[name]), w) for name, w in weights.items() if w]
+        self.shape = self._parts[0][0].shape
+
+    def planes_at(self, where: np.ndarray) -> np.ndarray:
+        total = None
+        for array, weight in self._parts:
+            values = array.reshape(array.shape[0], -1)[:, where].astype(np.float32)
+            values *= np.float32(weight)
+            total = values if total is None else total + values
+        return total
+
+
+def _focus_stacks(image: FishImage, channels, fractions) -> dict[str, _CorrectedStack]:
+    """Per probe channel of a z-stack, the stack its projection came from, corrected alike."""
+    acquired = {name: np.asarray(image.channel(name)) for name in (*channels, "dapi")}
+    weights = correction_weights(fractions, tuple(channels))
+    return {name: _CorrectedStack(acquired, weights[name]) for name in channels}
+
+
 def _plane(array: Any) -> np.ndarray:
     """A 2D image as it is; a z-stack as its maximum-intensity projection."""
     array = np.asarray(array)
@@ -224,8 +252,10 @@ def _detect(
     image: FishImage,
     channel: str,
     params: AnalysisParams,
+    focus_stack: Any = None,
 ) -> pd.DataFrame:
-    """Detect one channel's signals; on a z projection, each keeps its brightest plane."""
+    """Detect one channel's signals; on a z projection, each keeps its brightest plane and
+    cluster copies are measured around each cluster's focus in ``focus_stack``."""
     kwargs = dict(getattr(params, channel))
     kwargs.setdefault("saturated", clipped)
     if array.ndim == len(image.spacing_um):
@@ -233,6 +263,7 @@ def _detect(
     n_planes = np.shape(image.channel(channel))[0]
     one_plane = kwargs.get("threshold_snr", DEFAULT_THRESHOLD_SNR)
     kwargs["threshold_snr"] = projected_threshold(one_plane, n_planes)
+    kwargs.setdefault("focus_stack", focus_stack)
     found = detect_spots(array, spacing_um=image.spacing_um[1:], channel=channel, **kwargs)
     if len(found):
         stack = np.asarray(image.channel(channel))
@@ -300,10 +331,14 @@ def analyze_image(
     start = time.perf_counter()
     images, clipped, crosstalk = _signal_images(image, params)
     seconds["crosstalk"] = time.perf_counter() - start
+    projected = len(image.spacing_um) == 3 and params.project_z
+    focus = _focus_stacks(image, tuple(images), crosstalk) if projected else {}
     found: dict[str, pd.DataFrame] = {}
     for channel, array in images.items():
         start = time.perf_counter()
-        found[channel] = _detect(array, clipped[channel], image, channel, params)
+        found[channel] = _detect(
+            array, clipped[channel], image, channel, params, focus.get(channel)
+        )
         seconds[channel] = time.perf_counter() - start
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}
     if len(found) == 2:  # autofluorescent debris shines in both probe channels

@@ -37,7 +37,7 @@ PIPELINE_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 DEFAULT_PIPELINE = "breast-dual-probe"
 
 #: Stage keys filled in by the pipeline itself, never by a pipeline file.
-_RESERVED = {"spacing_um", "roi", "channel", "mask", "saturated"}
+_RESERVED = {"spacing_um", "roi", "channel", "mask", "saturated", "focus_stack"}
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ishcount.spots import DEFAULT_LATERAL_SPACING_UM, DEFAULT_SPOT_SIGMA_UM, ga
 __all__ = [
     "MAX_CROSSTALK",
     "MAX_PROBE_CROSSTALK",
+    "correction_weights",
     "measure_crosstalk",
     "measure_probe_crosstalk",
     "remove_crosstalk",
@@ -280,6 +281,54 @@ def remove_crosstalk(
         fractions[f"{second}>{first}"] = into_first
         _unmix(images[first], images[second], into_first, into_second)
     return images, fractions
+
+
+def correction_weights(
+    fractions: Mapping[str, float], probes: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """Each corrected probe channel as a weighted sum of the acquired channels.
+
+    Parameters
+    ----------
+    fractions : mapping of str to float
+        As returned by :func:`remove_crosstalk` (missing keys count as 0).
+    probes : tuple of str
+        The probe channels, one or two (``("her2", "cep17")``).
+
+    Returns
+    -------
+    dict of str to dict of str to float
+        ``weights[probe][channel]``: ``corrected probe = sum(weight * acquired channel)``
+        over the probes and ``"dapi"``; the same linear map :func:`remove_crosstalk`
+        applies, for correcting a few pixels of a stack without correcting all of it.
+
+    Examples
+    --------
+    >>> weights = correction_weights({"dapi>her2": 0.02, "dapi>cep17": 0.01}, ("her2", "cep17"))
+    >>> weights["her2"]
+    {'her2': 1.0, 'cep17': 0.0, 'dapi': -0.02}
+    """
+    dapi = {name: -float(fractions.get(f"dapi>{name}", 0.0)) for name in probes}
+    weights = {name: {other: float(other == name) for other in probes} for name in probes}
+    for name in probes:
+        weights[name]["dapi"] = dapi[name]
+    if len(probes) != 2:
+        return weights
+    first, second = probes
+    into_first = float(fractions.get(f"{second}>{first}", 0.0))
+    into_second = float(fractions.get(f"{first}>{second}", 0.0))
+    scale = 1.0 / (1.0 - into_first * into_second)
+    # second = (C' - into_second * F') * scale and first = F' - into_first * second, where
+    # F' and C' are the DAPI-corrected channels (as in _unmix)
+    corrected = {name: {**weights[name]} for name in probes}
+    unmixed_second = {
+        key: (corrected[second][key] - into_second * corrected[first][key]) * scale
+        for key in (*probes, "dapi")
+    }
+    unmixed_first = {
+        key: corrected[first][key] - into_first * unmixed_second[key] for key in (*probes, "dapi")
+    }
+    return {first: unmixed_first, second: unmixed_second}
 
 
 def _probe_fractions(planes, names, details, fractions, ranked, max_tiles, sigma_px):

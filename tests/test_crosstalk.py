@@ -1,4 +1,5 @@
-"""DAPI bleed-through into the probe channels: measured, removed, no longer counted."""
+"""Bleed-through of DAPI into the probes and between the probes: measured, removed, no longer
+counted."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from scipy import ndimage as ndi
 from ishcount.analyze import AnalysisParams, analyze_image
 from ishcount.crosstalk import (
     MAX_CROSSTALK,
+    correction_weights,
     measure_crosstalk,
     measure_probe_crosstalk,
     remove_crosstalk,
@@ -208,3 +210,16 @@ def test_sparse_field_looks_beyond_the_dapi_tiles(monkeypatch):
     monkeypatch.setattr("ishcount.crosstalk._PROBE_TILES", 1)  # the four DAPI tiles only
     _, fractions = remove_crosstalk({"her2": her2, "cep17": cep17}, dapi)
     assert fractions["her2>cep17"] == 0.0
+
+
+def test_correction_weights_are_the_map_remove_crosstalk_applies():
+    rng = np.random.default_rng(25)
+    dapi = textured_dapi(rng, shape=(256, 256)).astype(np.float32)
+    her2, cep17 = two_probes(rng, 0.04, 0.02, n_her2=40, n_cep17=30)
+    her2, cep17 = her2[:256, :256] + 0.02 * dapi, cep17[:256, :256] + 0.01 * dapi
+    images, fractions = remove_crosstalk({"her2": her2, "cep17": cep17}, dapi)
+    weights = correction_weights(fractions, ("her2", "cep17"))
+    acquired = {"her2": her2, "cep17": cep17, "dapi": dapi}
+    for name in ("her2", "cep17"):
+        combined = sum(w * acquired[channel] for channel, w in weights[name].items())
+        np.testing.assert_allclose(combined, images[name], rtol=1e-4, atol=0.05)
