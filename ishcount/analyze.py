@@ -173,9 +173,8 @@ class _CorrectedStack:
         return total
 
 
-def _focus_stacks(image: FishImage, channels, fractions) -> dict[str, _CorrectedStack]:
+def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:
     """Per probe channel of a z-stack, the stack its projection came from, corrected alike."""
-    acquired = {name: np.asarray(image.channel(name)) for name in (*channels, "dapi")}
     weights = correction_weights(fractions, tuple(channels))
     return {name: _CorrectedStack(acquired, weights[name]) for name in channels}
 
@@ -187,27 +186,24 @@ def _plane(array: Any) -> np.ndarray:
 
 
 def _signal_images(
-    image: FishImage, params: AnalysisParams
+    acquired: Mapping[str, np.ndarray], lateral_um: float, project: bool, remove: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
     """The probe images to detect on (z-projected when asked), with crosstalk removed.
 
-    Returns the images by channel, each channel's clipped pixels (:func:`clipped_mask`,
-    taken from the channel as acquired, which a lazily read image gives only once per
-    read) and the bleed-through fractions removed (``"dapi>her2"``, ``"her2>cep17"``, ...).
+    ``acquired`` holds the channels as read (probes and ``"dapi"``). Returns the images by
+    channel, each channel's clipped pixels (:func:`clipped_mask`, taken from the channel
+    as acquired) and the bleed-through fractions removed (``"dapi>her2"``,
+    ``"her2>cep17"``, ...).
     """
-    project = len(image.spacing_um) == 3 and params.project_z
     prepare = _plane if project else np.asarray
     images, clipped = {}, {}
     for channel in SIGNAL_CHANNELS:
-        if image.channel(channel) is not None:
-            acquired = np.asarray(image.channel(channel))
-            clipped[channel] = clipped_mask(acquired)
-            images[channel] = prepare(acquired)
-    if not params.remove_crosstalk:
+        if channel in acquired:
+            clipped[channel] = clipped_mask(acquired[channel])
+            images[channel] = prepare(acquired[channel])
+    if not remove:
         return images, clipped, {}
-    images, fractions = remove_crosstalk(
-        images, prepare(image.dapi), spacing_um=image.spacing_um[-1]
-    )
+    images, fractions = remove_crosstalk(images, prepare(acquired["dapi"]), spacing_um=lateral_um)
     return images, clipped, fractions
 
 
@@ -249,27 +245,27 @@ def projected_threshold(threshold_snr: float, n_planes: int) -> float:
 def _detect(
     array: np.ndarray,
     clipped: np.ndarray,
-    image: FishImage,
+    acquired: np.ndarray,
+    spacing_um: tuple[float, ...],
     channel: str,
     params: AnalysisParams,
     focus_stack: Any = None,
 ) -> pd.DataFrame:
-    """Detect one channel's signals; on a z projection, each keeps its brightest plane and
-    cluster copies are measured around each cluster's focus in ``focus_stack``."""
+    """Detect one channel's signals (``acquired``: the channel as read); on a z projection,
+    each keeps its brightest plane and cluster copies are measured around each cluster's
+    focus in ``focus_stack``."""
     kwargs = dict(getattr(params, channel))
     kwargs.setdefault("saturated", clipped)
-    if array.ndim == len(image.spacing_um):
-        return detect_spots(array, spacing_um=image.spacing_um, channel=channel, **kwargs)
-    n_planes = np.shape(image.channel(channel))[0]
+    if array.ndim == len(spacing_um):
+        return detect_spots(array, spacing_um=spacing_um, channel=channel, **kwargs)
     one_plane = kwargs.get("threshold_snr", DEFAULT_THRESHOLD_SNR)
-    kwargs["threshold_snr"] = projected_threshold(one_plane, n_planes)
+    kwargs["threshold_snr"] = projected_threshold(one_plane, acquired.shape[0])
     kwargs.setdefault("focus_stack", focus_stack)
-    found = detect_spots(array, spacing_um=image.spacing_um[1:], channel=channel, **kwargs)
+    found = detect_spots(array, spacing_um=spacing_um[1:], channel=channel, **kwargs)
     if len(found):
-        stack = np.asarray(image.channel(channel))
-        y = np.clip(np.rint(found["y"].to_numpy()).astype(int), 0, stack.shape[1] - 1)
-        x = np.clip(np.rint(found["x"].to_numpy()).astype(int), 0, stack.shape[2] - 1)
-        found["z"] = stack[:, y, x].argmax(axis=0).astype(np.float64)
+        y = np.clip(np.rint(found["y"].to_numpy()).astype(int), 0, acquired.shape[1] - 1)
+        x = np.clip(np.rint(found["x"].to_numpy()).astype(int), 0, acquired.shape[2] - 1)
+        found["z"] = acquired[:, y, x].argmax(axis=0).astype(np.float64)
     return found
 
 
@@ -329,15 +325,30 @@ def analyze_image(
     seconds["segment"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    images, clipped, crosstalk = _signal_images(image, params)
-    seconds["crosstalk"] = time.perf_counter() - start
+    # Each channel is read once here (a lazily read image reads from disk on every
+    # conversion) and serves projection, clipping, bleed-through and the focus sums.
+    acquired = {
+        name: np.asarray(image.channel(name))
+        for name in (*SIGNAL_CHANNELS, "dapi")
+        if image.channel(name) is not None
+    }
     projected = len(image.spacing_um) == 3 and params.project_z
-    focus = _focus_stacks(image, tuple(images), crosstalk) if projected else {}
+    images, clipped, crosstalk = _signal_images(
+        acquired, image.spacing_um[-1], projected, params.remove_crosstalk
+    )
+    seconds["crosstalk"] = time.perf_counter() - start
+    focus = _focus_stacks(acquired, tuple(images), crosstalk) if projected else {}
     found: dict[str, pd.DataFrame] = {}
     for channel, array in images.items():
         start = time.perf_counter()
         found[channel] = _detect(
-            array, clipped[channel], image, channel, params, focus.get(channel)
+            array,
+            clipped[channel],
+            acquired[channel],
+            image.spacing_um,
+            channel,
+            params,
+            focus.get(channel),
         )
         seconds[channel] = time.perf_counter() - start
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}
