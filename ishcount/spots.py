@@ -595,6 +595,21 @@ def _subpixel(filtered: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return coords + shifts
 
 
+def _aperture_window(sigma_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets of a signal's aperture (:data:`_APERTURE_SIGMAS`) with its background ring
+    (:data:`_RING_SIGMAS` wider), and which of them are the aperture."""
+    window = _offsets(_APERTURE_SIGMAS + _RING_SIGMAS, sigma_px)
+    return window, ((window / sigma_px) ** 2).sum(axis=1) <= _APERTURE_SIGMAS**2
+
+
+def _aperture_flux(values: np.ndarray, in_aperture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``values`` over an aperture window: the aperture's sum less the ring's
+    median for each of its pixels, and that median."""
+    residual = np.median(values[:, ~in_aperture], axis=1).astype(float)
+    flux = values[:, in_aperture].sum(axis=1, dtype=float) - residual * in_aperture.sum()
+    return flux, residual
+
+
 def _measure(
     raw: np.ndarray,
     filtered: np.ndarray,
@@ -607,11 +622,9 @@ def _measure(
     The smooth background leaves a residual under domed nuclei; the median of a ring just
     outside the aperture removes it (a neighbour in the ring barely moves a median).
     """
-    window = _offsets(_APERTURE_SIGMAS + _RING_SIGMAS, sigma_px)
-    in_aperture = ((window / sigma_px) ** 2).sum(axis=1) <= _APERTURE_SIGMAS**2
+    window, in_aperture = _aperture_window(sigma_px)
     above = _gather(raw, coords, window) - _gather(background, coords, window)
-    residual = np.median(above[:, ~in_aperture], axis=1).astype(float)
-    intensity = above[:, in_aperture].sum(axis=1, dtype=float) - residual * in_aperture.sum()
+    intensity, residual = _aperture_flux(above, in_aperture)
     return {
         "position": _subpixel(filtered, coords),
         "peak": filtered[tuple(coords.T)].astype(float) - residual,
@@ -963,16 +976,13 @@ def _focus_window_sums(
 
 def _focus_aperture(stack: Any, coords: np.ndarray, sigma_px: np.ndarray) -> np.ndarray:
     """Aperture intensity of single signals on the focus-window sums of ``stack``."""
-    window = _offsets(_APERTURE_SIGMAS + _RING_SIGMAS, sigma_px)
-    in_aperture = ((window / sigma_px) ** 2).sum(axis=1) <= _APERTURE_SIGMAS**2
+    window, in_aperture = _aperture_window(sigma_px)
     shape = tuple(stack.shape[1:])
     index = coords[:, None, :] + window[None]
     clipped = tuple(np.clip(index[..., a], 0, n - 1) for a, n in enumerate(shape))
     flat = np.ravel_multi_index(clipped, shape)
     own = np.broadcast_to(in_aperture, flat.shape)
-    sums = _focus_window_sums(stack, flat, own, ~own)
-    residual = np.median(sums[:, ~in_aperture], axis=1)
-    return sums[:, in_aperture].sum(axis=1) - residual * in_aperture.sum()
+    return _aperture_flux(_focus_window_sums(stack, flat, own, ~own), in_aperture)[0]
 
 
 def _unprojected(flux: np.ndarray, window_flux: np.ndarray, single_ratio: np.ndarray):
@@ -1347,15 +1357,12 @@ def _capture_fraction(aperture_sigma_px: np.ndarray, true_sigma_px: np.ndarray) 
     whose true sigma is larger, and the ring median removes the part of the tail it holds;
     averaged over sub-pixel positions of the signal within its central pixel.
     """
-    window = _offsets(_APERTURE_SIGMAS + _RING_SIGMAS, aperture_sigma_px)
-    in_aperture = ((window / aperture_sigma_px) ** 2).sum(axis=1) <= _APERTURE_SIGMAS**2
+    window, in_aperture = _aperture_window(aperture_sigma_px)
     steps = [np.linspace(-0.375, 0.375, 4)] * window.shape[1]
-    shifts = np.stack(np.meshgrid(*steps, indexing="ij"), axis=-1)
+    shifts = np.stack(np.meshgrid(*steps, indexing="ij"), axis=-1).reshape(-1, 1, window.shape[1])
     norm = (2 * np.pi) ** (window.shape[1] / 2) * np.prod(true_sigma_px)
-    captured = []
-    for shift in shifts.reshape(-1, window.shape[1]):
-        g = np.exp(-0.5 * (((window - shift) / true_sigma_px) ** 2).sum(axis=1)) / norm
-        captured.append(g[in_aperture].sum() - np.median(g[~in_aperture]) * in_aperture.sum())
+    signal = np.exp(-0.5 * (((window - shifts) / true_sigma_px) ** 2).sum(axis=2)) / norm
+    captured, _ = _aperture_flux(signal, in_aperture)  # one row per sub-pixel position
     # Far outside the 0.8-1.25 band of sizes (no re-detection pass left) the share falls
     # fast (0.54 at twice the assumed sigma); it is not taken below a half.
     return float(np.clip(np.mean(captured), 0.5, 1.0))
@@ -1594,8 +1601,8 @@ def detect_spots(
     focus_stack : array_like, shape (Z, Y, X), optional
         When ``image`` is the maximum projection of a z-stack: that stack (corrected as the
         projection was), or an object with ``shape`` and ``planes_at(flat_indices)``.
-        Cluster copies are then measured on each object's focus plane and one plane either
-        side instead of on the projection (see Notes).
+        Cluster copies are then measured on the planes that hold each cluster and each
+        reference signal instead of on the projection alone (see Notes).
 
     Returns
     -------
