@@ -20,7 +20,7 @@ from scipy import special
 
 from ishcount._frozen import freeze
 from ishcount.assign import CountParams, assign_spots, count_spots
-from ishcount.crosstalk import correction_weights, remove_crosstalk
+from ishcount.crosstalk import correction_weights, remove_crosstalk, weighted_sum
 from ishcount.image import FishImage
 from ishcount.segment import prepare_labels, segment_nuclei
 from ishcount.spots import DEFAULT_THRESHOLD_SNR, clipped_mask, detect_spots, remove_broadband
@@ -161,16 +161,16 @@ class _CorrectedStack:
     """
 
     def __init__(self, channels: Mapping[str, np.ndarray], weights: Mapping[str, float]):
-        self._parts = [(np.asarray(channels[name]), w) for name, w in weights.items() if w]
-        self.shape = self._parts[0][0].shape
+        self._channels = {name: np.asarray(channels[name]) for name, w in weights.items() if w}
+        self._weights = {name: weights[name] for name in self._channels}
+        self.shape = next(iter(self._channels.values())).shape
 
     def planes_at(self, where: np.ndarray) -> np.ndarray:
-        total = None
-        for array, weight in self._parts:
-            values = array.reshape(array.shape[0], -1)[:, where].astype(np.float32)
-            values *= np.float32(weight)
-            total = values if total is None else total + values
-        return total
+        picked = {
+            name: array.reshape(array.shape[0], -1)[:, where]
+            for name, array in self._channels.items()
+        }
+        return weighted_sum(picked, self._weights)
 
 
 def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:

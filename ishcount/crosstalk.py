@@ -39,6 +39,7 @@ __all__ = [
     "measure_probe_crosstalk",
     "remove_crosstalk",
     "subtract_crosstalk",
+    "weighted_sum",
 ]
 
 #: Largest bleed-through fraction reported; anything above is not bleed-through.
@@ -267,11 +268,6 @@ def remove_crosstalk(
     fractions = {}
     for name in arrays:
         fractions[f"dapi>{name}"] = _fit(details[name], details["dapi"], sigma_px)
-    source = nuclear.astype(np.float32, copy=False)  # converted once for every probe
-    images = {
-        name: subtract_crosstalk(array, source, fractions[f"dapi>{name}"])
-        for name, array in arrays.items()
-    }
     if len(arrays) == 2:
         first, second = arrays
         into_second, into_first = _probe_fractions(
@@ -279,8 +275,9 @@ def remove_crosstalk(
         )
         fractions[f"{first}>{second}"] = into_second
         fractions[f"{second}>{first}"] = into_first
-        _unmix(images[first], images[second], into_first, into_second)
-    return images, fractions
+    weights = correction_weights(fractions, tuple(arrays))
+    acquired = {**arrays, "dapi": nuclear.astype(np.float32, copy=False)}  # converted once
+    return {name: weighted_sum(acquired, weights[name]) for name in arrays}, fractions
 
 
 def correction_weights(
@@ -299,8 +296,9 @@ def correction_weights(
     -------
     dict of str to dict of str to float
         ``weights[probe][channel]``: ``corrected probe = sum(weight * acquired channel)``
-        over the probes and ``"dapi"``; the same linear map :func:`remove_crosstalk`
-        applies, for correcting a few pixels of a stack without correcting all of it.
+        over the probes and ``"dapi"`` (:func:`weighted_sum`): the linear map
+        :func:`remove_crosstalk` applies, also for correcting a few pixels of a stack
+        without correcting all of it.
 
     Examples
     --------
@@ -318,8 +316,8 @@ def correction_weights(
     into_first = float(fractions.get(f"{second}>{first}", 0.0))
     into_second = float(fractions.get(f"{first}>{second}", 0.0))
     scale = 1.0 / (1.0 - into_first * into_second)
-    # second = (C' - into_second * F') * scale and first = F' - into_first * second, where
-    # F' and C' are the DAPI-corrected channels (as in _unmix)
+    # Observed F' = a + into_first * b and C' = b + into_second * a, F' and C' the
+    # DAPI-corrected channels: b = (C' - into_second * F') * scale, a = F' - into_first * b
     corrected = {name: {**weights[name]} for name in probes}
     unmixed_second = {
         key: (corrected[second][key] - into_second * corrected[first][key]) * scale
@@ -329,6 +327,30 @@ def correction_weights(
         key: corrected[first][key] - into_first * unmixed_second[key] for key in (*probes, "dapi")
     }
     return {first: unmixed_first, second: unmixed_second}
+
+
+def weighted_sum(arrays: Mapping[str, Any], weights: Mapping[str, float]) -> np.ndarray:
+    """``sum(weight * arrays[name])`` as float32, skipping zero weights (inputs unchanged).
+
+    Examples
+    --------
+    >>> weighted_sum({"a": np.array([10, 20]), "b": np.array([100, 200])}, {"a": 1.0, "b": -0.05})
+    array([ 5., 10.], dtype=float32)
+    """
+    total = scratch = None  # one scratch array for every term after the first
+    for name, weight in weights.items():
+        if not weight:
+            continue
+        array, factor = np.asarray(arrays[name]), np.float32(weight)
+        if total is None:
+            total = np.multiply(array, factor, dtype=np.float32)
+        else:
+            scratch = np.multiply(array, factor, dtype=np.float32, out=scratch)
+            total += scratch
+    if total is None:
+        shape = np.shape(arrays[next(iter(weights))])
+        return np.zeros(shape, dtype=np.float32)
+    return total
 
 
 def _probe_fractions(planes, names, details, fractions, ranked, max_tiles, sigma_px):
@@ -370,20 +392,6 @@ def _probe_fractions(planes, names, details, fractions, ranked, max_tiles, sigma
                 _peak_slopes(clean(receiver, tile_details), clean(source, tile_details), sigma_px)
             )
     return _median_slope(slopes[second]) or 0.0, _median_slope(slopes[first]) or 0.0
-
-
-def _unmix(first: np.ndarray, second: np.ndarray, into_first: float, into_second: float) -> None:
-    """Undo mutual bleed-through in place.
-
-    Observed ``first = a + into_first * b`` and ``second = b + into_second * a``;
-    afterwards the arrays hold ``a`` and ``b``: ``second - into_second * first`` is
-    ``(1 - into_first * into_second) * b``, and ``a = first - into_first * b``.
-    """
-    if into_first == 0.0 and into_second == 0.0:
-        return
-    second -= np.float32(into_second) * first
-    second *= np.float32(1.0 / (1.0 - into_first * into_second))
-    first -= np.float32(into_first) * second
 
 
 def _plane(array: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from ishcount.crosstalk import (
     measure_probe_crosstalk,
     remove_crosstalk,
     subtract_crosstalk,
+    weighted_sum,
 )
 from ishcount.image import FishImage
 from ishcount.spots import detect_spots
@@ -223,3 +224,18 @@ def test_correction_weights_are_the_map_remove_crosstalk_applies():
     for name in ("her2", "cep17"):
         combined = sum(w * acquired[channel] for channel, w in weights[name].items())
         np.testing.assert_allclose(combined, images[name], rtol=1e-4, atol=0.05)
+
+
+def test_correction_weights_invert_a_known_mixing():
+    """Probes mixed with known DAPI and mutual fractions come back exactly."""
+    rng = np.random.default_rng(26)
+    her2, cep17, dapi = (rng.uniform(0, 1000, (8, 8)) for _ in range(3))
+    fractions = {"dapi>her2": 0.03, "dapi>cep17": 0.01, "her2>cep17": 0.05, "cep17>her2": 0.02}
+    observed = {
+        "her2": her2 + 0.02 * cep17 + 0.03 * dapi,
+        "cep17": cep17 + 0.05 * her2 + 0.01 * dapi,
+        "dapi": dapi,
+    }
+    weights = correction_weights(fractions, ("her2", "cep17"))
+    for name, truth in (("her2", her2), ("cep17", cep17)):  # float32: 1e-5 of the values
+        np.testing.assert_allclose(weighted_sum(observed, weights[name]), truth, atol=0.01)
