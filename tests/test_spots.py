@@ -338,6 +338,44 @@ def test_faint_speckle_on_a_clean_image_is_not_counted():
     assert len(everything) >= len(signals) + 15  # without the floor, speckle counts
 
 
+def _haze_scene(seed):
+    """Signals over the haze of overlapping nuclei (160 ADU plateaus, sharp outlines),
+    imaged on a clean camera (shot noise at 0.2 ADU per photon)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:256, :256]
+    haze = np.zeros((256, 256))
+    centres, radii = rng.uniform(40, 216, (7, 2)), rng.uniform(25, 40, (7, 2))
+    for (cy, cx), (ry, rx) in zip(centres, radii, strict=True):
+        haze += ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    signals = grid_positions((256, 256), 24, jitter_seed=seed)
+    expected = render((256, 256), signals, 250.0, background=50) + ndi.gaussian_filter(
+        160.0 * haze, 1.5
+    )
+    return rng.poisson(expected * 5) / 5, signals
+
+
+def test_corners_of_nuclear_haze_are_not_signals(monkeypatch):
+    # A difference of Gaussians peaks just inside the bends of a bright plateau; there the
+    # plateau beside the candidate is as bright as it, and such candidates are dropped.
+    import ishcount.spots as spots_module
+
+    default = spots_module._SURROUND_SDS
+
+    def errors(surround_sds):
+        monkeypatch.setattr(spots_module, "_SURROUND_SDS", surround_sds)
+        totals = np.zeros(3, int)
+        for seed in range(5):
+            image, signals = _haze_scene(seed)
+            totals += match(detect_spots(image, spacing_um=SPACING), signals)[:3]
+        return totals
+
+    tp_without, fp_without, _ = errors(-np.inf)
+    tp, fp, _ = errors(default)
+    assert fp_without >= 30  # the scene does make haze detections
+    assert fp <= 2 * fp_without / 3
+    assert tp == tp_without  # and no signal is lost to the test
+
+
 def test_bright_single_spot_is_not_split_into_copies():
     image, _ = _cluster_scene(4, bright_single=4 * 250.0)
     found = detect_spots(image, spacing_um=SPACING)
