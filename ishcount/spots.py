@@ -1674,6 +1674,19 @@ def detect_spots(
     typical one is rare. With it the ``clean`` ratio error is 10%, and at the usual noise
     the group2 CEP17 error fell from 0.121 to 0.105 per nucleus (2048 fields, 3 seeds).
 
+    A difference of Gaussians also peaks just inside the bends of a plateau: the haze of a
+    nucleus in the probe channels where its outline curves, or where two nuclei overlap.
+    On the ``clean`` preset all 28 false CEP17 signals in nuclei of one field sat 3-5 px
+    inside a nuclear outline (a field rendered without the haze had none). There the
+    smoothed image has no peak: the haze beside the candidate is as bright. A single
+    signal must therefore rise above its surroundings (the upper quartile of the smoothed
+    image 2-3 PSF sigmas away) by 2 noise sds of the smoothed image; signals at exactly the
+    detection threshold rise by 3.6 sds on average and 98 % pass. In the accuracy
+    benchmark the ``clean`` CEP17 error fell from 0.136 to 0.061 per nucleus and its
+    ratio error from 12.6 % to 4.6 % (z-stacks: 0.252 to 0.111 and 14.4 % to 4.8 %); at
+    low SNR, weak signals among dense ones fail it more often (z-stack CEP17 bias -0.31
+    to -0.39 per nucleus, ratio error 6.9 % to 11.7 %).
+
     Clusters: bright regions are the pixels of the PSF-smoothed, background-subtracted
     image above half a single signal's peak and within 1.5 PSF sigmas of significant
     detail. Their intensity is summed over the region grown by the aperture margin
