@@ -62,7 +62,8 @@ def test_z_stacks_keep_each_signal_in_its_brightest_plane():
     z = projected.spots["z"]
     assert z.between(0, 4).all()
     assert z.nunique() > 1
-    in_3d = analyze_image(stack.image, params=AnalysisParams(project_z=False))
+    with pytest.warns(UserWarning, match="experimental"):
+        in_3d = analyze_image(stack.image, params=AnalysisParams(project_z=False))
     assert len(in_3d.spots) > 0
 
 
