@@ -15,6 +15,7 @@ from scipy.special import erf
 
 from ishcount.analyze import projected_threshold
 from ishcount.spots import (
+    brightness_surface,
     detect_spots,
     estimate_cluster_copies,
     estimate_noise,
@@ -413,6 +414,68 @@ def test_split_max_ratio_keeps_two_full_signals_apart():
     low = lambda table: table[table.y > 90].sort_values("x")  # noqa: E731
     assert len(low(by_kit)) == 2
     assert low(by_intensity).x.round().tolist() == [30.0, 35.0, 82.0]
+
+
+def test_close_pair_with_several_signals_light_is_not_one_split_signal():
+    # A split signal is one copy seen as two halves. Two maxima 0.5 um apart that carry
+    # 3 signals' light (more than a cluster's minimum, 2.5) are at least two signals: on
+    # synthetic group1 fields such pairs were clusters of 4-6 copies, counted as one.
+    shape = (128, 128)
+    singles = grid_positions(shape, 24, margin=10)
+    singles = singles[singles[:, 0] < 70]
+    pair = [[100.0, 40.0], [100.0, 45.0]]
+    amplitudes = np.r_[np.full(len(singles), 250.0), 380.0, 380.0]
+    image = noisy(render(shape, np.vstack([singles, pair]), amplitudes), seed=12)
+    found = detect_spots(image, spacing_um=SPACING)
+    assert found[found.y > 90].copies.sum() >= 2
+    # With two signals' light the pair is one split signal, as the kit's rule says.
+    amplitudes[-2:] = 250.0
+    image = noisy(render(shape, np.vstack([singles, pair]), amplitudes), seed=12)
+    assert detect_spots(image, spacing_um=SPACING).query("y > 90").copies.sum() == 1
+
+
+def _vignetting(points, strength=0.5):
+    """Illumination falling from 1 in the centre of a 256 x 256 field to a half in its corners."""
+    scaled = np.asarray(points, dtype=float) / 127.5 - 1
+    return 1 - strength * (scaled**2).sum(axis=-1) / 2
+
+
+def test_brightness_surface_follows_vignetting_and_needs_enough_signals():
+    rng = np.random.default_rng(3)
+    position = rng.uniform(0, 255, (800, 2))
+    intensity = 3000 * _vignetting(position) * rng.lognormal(0, 0.35, 800)
+    intensity[:40] *= 2  # unresolved pairs
+    at = np.array([[128.0, 128.0], [30.0, 30.0], [220.0, 60.0]])
+    relative, degree = brightness_surface(position, intensity, at, shape=(256, 256))
+    assert degree == 2
+    expected = _vignetting(at) / _vignetting(position).mean()
+    np.testing.assert_allclose(relative, expected, rtol=0.07)
+    assert brightness_surface(position[:60], intensity[:60], at, shape=(256, 256))[1] == 1
+    even, degree = brightness_surface(position[:20], intensity[:20], at, shape=(256, 256))
+    assert degree == 0
+    assert (even == 1).all()
+
+
+def test_cluster_copies_are_counted_against_the_signals_around_them():
+    # Under uneven illumination one copy is dimmer in a corner than in the centre: a
+    # cluster there is counted against the signals near it, not the field's average.
+    shape = (256, 256)
+    singles = grid_positions(shape, 16, margin=8)
+    clusters = np.array([[128.0, 128.0], [30.0, 30.0]])
+    singles = singles[cKDTree(clusters).query(singles)[0] > 16]
+    rng = np.random.default_rng(5)
+    angle, radius = rng.uniform(0, 2 * np.pi, 16), 4 * np.sqrt(rng.uniform(0, 1, 16))
+    copies = np.repeat(clusters, 8, axis=0) + np.column_stack(
+        [radius * np.sin(angle), radius * np.cos(angle)]
+    )
+    positions = np.vstack([singles, copies])
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    background = 100 * _vignetting(np.stack([yy, xx], axis=-1))
+    image = render(shape, positions, 250.0 * _vignetting(positions), background=background)
+    found = detect_spots(noisy(image, seed=5), spacing_um=SPACING, channel="her2")
+    counted = found[found.is_cluster]
+    assert len(counted) == 2
+    assert np.abs(counted.copies.to_numpy() - 8).max() <= 1
 
 
 def test_user_reference_and_reference_fallbacks():
