@@ -5,6 +5,8 @@ import json
 import imagecodecs
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
 
 from ishcount.io import jsonable
 from ishcount.report import case_record, encode_png, field_figures, render_html
@@ -31,6 +33,31 @@ def test_field_figures_outline_scored_and_excluded_nuclei():
     assert (overview == (255, 176, 0)).all(axis=-1).any()  # excluded outlines
     assert len(figures["gallery"]) == int(cells["is_scored"].sum())
     assert json.loads(json.dumps(figures)) == figures
+
+
+def test_gallery_crops_hold_every_pixel_of_their_nucleus():
+    # The gallery's boxes come from every 3rd pixel of a 2048 field's labels, widened by
+    # the step: each must still hold its whole nucleus (and a nucleus smaller than the
+    # step, missed by the samples, gets its own box).
+    labels = make_field("group1", shape=(2048, 2048), rng=4).nuclei.copy()
+    labels[1001:1003, 1001:1003] = labels.max() + 1
+    cells = pd.DataFrame({"label": np.unique(labels)[1:]})
+    cells["is_scored"] = True
+    cells["n_her2"] = np.arange(len(cells)) % 7  # the gallery samples along n_her2
+    cells.loc[cells.label == labels.max(), "n_her2"] = 99
+    cells["n_cep17"], cells["n_her2_clusters"] = 2, 0
+    image = make_field("group1", shape=(2048, 2048), rng=4).image
+    figures = field_figures(image, labels, cells)
+    exact = ndi.find_objects(labels)
+    for item in figures["gallery"]:
+        box = exact[item["label"] - 1]
+        crop = imagecodecs.png_decode(__import__("base64").b64decode(item["png"]))
+        assert crop.shape[0] >= box[0].stop - box[0].start
+        assert crop.shape[1] >= box[1].stop - box[1].start
+        margin = tuple(slice(max(b.start - 8, 0), b.stop + 8) for b in box)
+        outline = find_boundaries(labels[margin] == item["label"], mode="inner").sum()
+        assert (crop == (255, 255, 255)).all(axis=-1).sum() == outline
+    assert labels.max() in [item["label"] for item in figures["gallery"]]
 
 
 def test_record_is_json_and_page_carries_result_flags_and_notice():
