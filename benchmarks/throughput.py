@@ -4,7 +4,11 @@ Writes one synthetic case of eight 2048x2048 three-channel fields (OME-TIFF, zli
 temporary folder once, then times :func:`ishcount.pipeline.run_batch` end to end (read,
 analyse, write tables/labels, case report) with ``workers=1`` (no Dask cluster) and
 ``workers=2`` (a local cluster of two worker processes, start-up included), each into a
-fresh output folder, alternating the two settings over the repeats. For reference it also
+fresh output folder and in a fresh Python process, as ``ishcount run`` is started (every
+process then pays its first field's costs: memory touched for the first time, lazily
+imported modules; timed in the process that had generated the fields, the one-worker run
+was warm and the two-worker run cold), alternating the two settings over the repeats.
+Imports are not timed. For reference it also
 times reading and analysing the same files in a warm plain process pool of 1 and 2
 processes (no Dask, nothing written): the most two workers could gain on this machine.
 
@@ -16,7 +20,9 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +57,21 @@ def write_batch(folder: Path, n_fields: int, shape: tuple[int, int], preset: str
 
 
 def time_batch(inputs: Path, out: Path, workers: int) -> dict[str, Any]:
-    """One run of ``run_batch`` into the fresh folder ``out``: wall time and per-field times."""
+    """One run of ``run_batch`` into the fresh folder ``out`` in a fresh Python process."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "from throughput import run_in_this_process; "
+        f"print(json.dumps(run_in_this_process({str(inputs)!r}, {str(out)!r}, {workers})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"run_batch failed with workers={workers}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_in_this_process(inputs: str, out: str, workers: int) -> dict[str, Any]:
+    """One run of ``run_batch``: wall time and per-field times."""
+    inputs, out = Path(inputs), Path(out)
     start = time.perf_counter()
     outcomes = run_batch([inputs], out, workers=workers)
     seconds = time.perf_counter() - start
