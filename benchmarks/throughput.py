@@ -10,7 +10,8 @@ imported modules; timed in the process that had generated the fields, the one-wo
 was warm and the two-worker run cold), alternating the two settings over the repeats.
 Imports are not timed. For reference it also
 times reading and analysing the same files in a warm plain process pool of 1 and 2
-processes (no Dask, nothing written): the most two workers could gain on this machine.
+processes (no Dask, nothing written, one BLAS thread per process as in ``run_batch``): the
+most two workers could gain on this machine.
 
 Usage::
 
@@ -87,6 +88,13 @@ def run_in_this_process(inputs: str, out: str, workers: int) -> dict[str, Any]:
     }
 
 
+def _one_blas_thread() -> None:
+    """Pool initializer: one BLAS thread per process, as ``run_batch`` runs its workers."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def _read_and_analyze(path: str) -> int:
     """Read one field and analyse it, writing nothing (the reference task)."""
     return len(analyze_image(read_image(path)).cells)
@@ -100,7 +108,9 @@ def time_plain_pool(inputs: Path, workers: int) -> dict[str, Any]:
     """
     paths = [str(source.path) for source in find_images(inputs)]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_one_blas_thread
+    ) as pool:
         list(pool.map(_read_and_analyze, paths[:workers]))  # warm the workers up
         start = time.perf_counter()
         list(pool.map(_read_and_analyze, paths))

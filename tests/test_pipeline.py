@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,35 @@ def test_local_cluster_gives_the_local_results(batch, tmp_path):
         pd.testing.assert_frame_equal(cells_a, cells_b)
         assert a.record["classification"] == b.record["classification"]
     assert np.isfinite([o.record["classification"]["ratio"] for o in remote]).all()
+
+
+def _blas_threads(queue=None):
+    from threadpoolctl import threadpool_info
+
+    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    if queue is None:
+        return counts
+    queue.put(counts)
+
+
+def test_local_runs_use_one_blas_thread_in_every_process(monkeypatch):
+    # A field is one task; extra BLAS threads only spin (16 % more CPU than wall time per
+    # field) and take time from the other worker. Forked workers inherit the limit.
+    import multiprocessing
+
+    from ishcount.pipeline import _one_blas_thread
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with _one_blas_thread():
+        assert set(_blas_threads()) == {1}
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_blas_threads, args=(queue,))
+        child.start()
+        assert set(queue.get(timeout=60)) == {1}
+        child.join()
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
 
 
 def test_synth_command_writes_a_case_that_run_reads(tmp_path, capsys):
