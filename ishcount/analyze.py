@@ -22,7 +22,7 @@ from scipy import special
 from ishcount._frozen import freeze
 from ishcount.assign import CountParams, assign_spots, count_spots
 from ishcount.crosstalk import correction_weights, remove_crosstalk, weighted_sum
-from ishcount.image import FishImage
+from ishcount.image import FishImage, max_projection
 from ishcount.segment import prepare_labels, segment_nuclei
 from ishcount.spots import DEFAULT_THRESHOLD_SNR, clipped_mask, detect_spots, remove_broadband
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
@@ -181,12 +181,6 @@ def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:
     return {name: _CorrectedStack(acquired, weights[name]) for name in channels}
 
 
-def _plane(array: Any) -> np.ndarray:
-    """A 2D image as it is; a z-stack as its maximum-intensity projection."""
-    array = np.asarray(array)
-    return array if array.ndim == 2 else array.max(axis=0)
-
-
 def _signal_images(
     acquired: Mapping[str, np.ndarray], lateral_um: float, project: bool, remove: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
@@ -197,7 +191,7 @@ def _signal_images(
     as acquired) and the bleed-through fractions removed (``"dapi>her2"``,
     ``"her2>cep17"``, ...).
     """
-    prepare = _plane if project else np.asarray
+    prepare = max_projection if project else np.asarray
     images, clipped = {}, {}
     for channel in SIGNAL_CHANNELS:
         if channel in acquired:

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from ishcount.image import max_projection
 from ishcount.segment import downsample_mean, edge_labels
 from ishcount.tables import CELL_SCHEMA, conform, empty_table
 
@@ -505,9 +506,7 @@ def bright_fraction(
     hence the image is block-averaged (:func:`measuring_step`) and smoothed
     first, and the fraction, not a single pixel, is thresholded.
     """
-    dapi = np.asarray(dapi)
-    if dapi.ndim == 3:
-        dapi = dapi.max(axis=0)
+    dapi = max_projection(dapi)
     if dapi.shape != labels.shape:
         raise ValueError(f"dapi must have the labels' shape {labels.shape}, got {dapi.shape}")
     step = step or measuring_step(labels)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ishcount.image import max_projection
 from ishcount.spots import DEFAULT_LATERAL_SPACING_UM, DEFAULT_SPOT_SIGMA_UM, gaussian_smooth
 
 __all__ = [
@@ -261,7 +262,7 @@ def remove_crosstalk(
                 f"{array.shape} and {nuclear.shape}"
             )
     sigma_px = _sigma_px(spacing_um, spot_sigma_um, tile_px, max_tiles)
-    planes = {name: _plane(array) for name, array in {**arrays, "dapi": nuclear}.items()}
+    planes = {name: max_projection(array) for name, array in {**arrays, "dapi": nuclear}.items()}
     ranked = _busiest_tiles(planes["dapi"], tile_px, _PROBE_TILES * max_tiles)
     tiles = ranked[:max_tiles]
     details = {name: [_detail(plane[t], sigma_px) for t in tiles] for name, plane in planes.items()}
@@ -392,10 +393,6 @@ def _probe_fractions(planes, names, details, fractions, ranked, max_tiles, sigma
                 _peak_slopes(clean(receiver, tile_details), clean(source, tile_details), sigma_px)
             )
     return _median_slope(slopes[second]) or 0.0, _median_slope(slopes[first]) or 0.0
-
-
-def _plane(array: np.ndarray) -> np.ndarray:
-    return array if array.ndim == 2 else array.max(axis=0)
 
 
 def _tile_details(channel, source, spacing_um, spot_sigma_um, tile_px, max_tiles):

@@ -16,6 +16,18 @@ import numpy as np
 CHANNELS: tuple[str, ...] = ("dapi", "her2", "cep17")
 
 
+def max_projection(array: Any) -> np.ndarray:
+    """A 2D channel as it is; a z-stack ``(Z, Y, X)`` as its maximum-intensity projection.
+
+    Examples
+    --------
+    >>> max_projection(np.arange(8).reshape(2, 2, 2)).tolist()
+    [[4, 5], [6, 7]]
+    """
+    array = np.asarray(array)
+    return array if array.ndim == 2 else array.max(axis=0)
+
+
 @dataclass(frozen=True, eq=False)
 class FishImage:
     """One FISH field: DAPI plus the HER2 and (for dual-probe assays) CEP17 channel.

@@ -26,7 +26,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from ishcount import RESEARCH_USE_NOTICE, __version__
-from ishcount.image import FishImage
+from ishcount.image import FishImage, max_projection
 from ishcount.io import atomic_write, jsonable, write_json
 
 OVERVIEW_MAX_PX = 900
@@ -121,9 +121,7 @@ def composite_rgb(
         if array is None:
             planes.append(None)
             continue
-        plane = np.asarray(array[(..., *window)])
-        if plane.ndim == 3:
-            plane = plane.max(axis=0)
+        plane = max_projection(array[(..., *window)])
         low, high = limits[name]
         small = _block_max(plane, step).astype(np.float32)
         planes.append((small - np.float32(low)) * np.float32(255.0 / (high - low)))
