@@ -449,34 +449,42 @@ def test_two_touching_signals_are_counted_once_not_lost(seed):
     assert found.query("y > 90").copies.sum() == 1
 
 
-def _vignetting(points, strength=0.5):
-    """Illumination falling from 1 in the centre of a 256 x 256 field to a half in its corners."""
-    scaled = np.asarray(points, dtype=float) / 127.5 - 1
+def _vignetting(points, size=256, strength=0.5):
+    """Illumination falling from 1 in the centre of a square field to a half in its corners."""
+    scaled = np.asarray(points, dtype=float) / ((size - 1) / 2) - 1
     return 1 - strength * (scaled**2).sum(axis=-1) / 2
 
 
 def test_brightness_surface_follows_vignetting_and_needs_enough_signals():
     rng = np.random.default_rng(3)
     position = rng.uniform(0, 255, (800, 2))
-    intensity = 3000 * _vignetting(position) * rng.lognormal(0, 0.35, 800)
+    copy_spread = rng.lognormal(0, 0.35, 800)
+    intensity = 3000 * _vignetting(position) * copy_spread
     intensity[:40] *= 2  # unresolved pairs
     at = np.array([[128.0, 128.0], [30.0, 30.0], [220.0, 60.0]])
     relative, degree = brightness_surface(position, intensity, at, shape=(256, 256))
     assert degree == 2
     expected = _vignetting(at) / _vignetting(position).mean()
     np.testing.assert_allclose(relative, expected, rtol=0.07)
-    assert brightness_surface(position[:60], intensity[:60], at, shape=(256, 256))[1] == 1
-    even, degree = brightness_surface(position[:20], intensity[:20], at, shape=(256, 256))
+    # 200 signals under a gradient of 1.5x across the field get a plane ...
+    gradient = 3000 * (0.8 + 0.4 * position[:200, 1] / 255) * copy_spread[:200]
+    tilted, degree = brightness_surface(position[:200], gradient, at, shape=(256, 256))
+    assert degree == 1
+    mean_light = np.mean(0.8 + 0.4 * position[:200, 1] / 255)
+    np.testing.assert_allclose(tilted, (0.8 + 0.4 * at[:, 1] / 255) / mean_light, rtol=0.08)
+    # ... and 60 signals none: a fitted slope would be uncertain by 8 % at the edge.
+    flat, degree = brightness_surface(position[:60], intensity[:60], at, shape=(256, 256))
     assert degree == 0
-    assert (even == 1).all()
+    assert (flat == 1).all()
 
 
 def test_cluster_copies_are_counted_against_the_signals_around_them():
     # Under uneven illumination one copy is dimmer in a corner than in the centre: a
-    # cluster there is counted against the signals near it, not the field's average.
-    shape = (256, 256)
-    singles = grid_positions(shape, 16, margin=8)
-    clusters = np.array([[128.0, 128.0], [30.0, 30.0]])
+    # cluster there is counted against the signals near it, not the field's average
+    # (the 600 single signals here support a quadratic surface).
+    size = 384
+    singles = grid_positions((size, size), 14, margin=8)
+    clusters = np.array([[192.0, 192.0], [30.0, 30.0]])
     singles = singles[cKDTree(clusters).query(singles)[0] > 16]
     rng = np.random.default_rng(5)
     angle, radius = rng.uniform(0, 2 * np.pi, 16), 4 * np.sqrt(rng.uniform(0, 1, 16))
@@ -484,9 +492,10 @@ def test_cluster_copies_are_counted_against_the_signals_around_them():
         [radius * np.sin(angle), radius * np.cos(angle)]
     )
     positions = np.vstack([singles, copies])
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    background = 100 * _vignetting(np.stack([yy, xx], axis=-1))
-    image = render(shape, positions, 250.0 * _vignetting(positions), background=background)
+    yy, xx = np.mgrid[:size, :size]
+    background = 100 * _vignetting(np.stack([yy, xx], axis=-1), size)
+    light = 250.0 * _vignetting(positions, size)
+    image = render((size, size), positions, light, background=background)
     found = detect_spots(noisy(image, seed=5), spacing_um=SPACING, channel="her2")
     counted = found[found.is_cluster]
     assert len(counted) == 2
