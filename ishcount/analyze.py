@@ -335,8 +335,9 @@ def analyze_image(
         for name in (*SIGNAL_CHANNELS, "dapi")
         if image.channel(name) is not None
     }
-    projected = len(image.spacing_um) == 3 and params.project_z
-    if len(image.spacing_um) == 3 and not params.project_z:
+    is_stack = len(image.spacing_um) == 3
+    projected = is_stack and params.project_z
+    if is_stack and not params.project_z:
         warnings.warn(
             f"{image.name}: signals are detected in 3D (project_z=False), which is "
             "experimental: on synthetic 2048x2048x9 stacks it counted haze as signals (a "

@@ -307,10 +307,13 @@ def correction_weights(
     >>> weights["her2"]
     {'her2': 1.0, 'cep17': 0.0, 'dapi': -0.02}
     """
-    dapi = {name: -float(fractions.get(f"dapi>{name}", 0.0)) for name in probes}
-    weights = {name: {other: float(other == name) for other in probes} for name in probes}
-    for name in probes:
-        weights[name]["dapi"] = dapi[name]
+    weights = {
+        name: {
+            **{other: float(other == name) for other in probes},
+            "dapi": -float(fractions.get(f"dapi>{name}", 0.0)),
+        }
+        for name in probes
+    }
     if len(probes) != 2:
         return weights
     first, second = probes
@@ -319,13 +322,12 @@ def correction_weights(
     scale = 1.0 / (1.0 - into_first * into_second)
     # Observed F' = a + into_first * b and C' = b + into_second * a, F' and C' the
     # DAPI-corrected channels: b = (C' - into_second * F') * scale, a = F' - into_first * b
-    corrected = {name: {**weights[name]} for name in probes}
     unmixed_second = {
-        key: (corrected[second][key] - into_second * corrected[first][key]) * scale
+        key: (weights[second][key] - into_second * weights[first][key]) * scale
         for key in (*probes, "dapi")
     }
     unmixed_first = {
-        key: corrected[first][key] - into_first * unmixed_second[key] for key in (*probes, "dapi")
+        key: weights[first][key] - into_first * unmixed_second[key] for key in (*probes, "dapi")
     }
     return {first: unmixed_first, second: unmixed_second}
 
@@ -532,12 +534,11 @@ def subtract_crosstalk(channel: Any, source: Any, fraction: float) -> np.ndarray
     >>> subtract_crosstalk(np.array([[10, 20]]), np.array([[100, 200]]), 0.05).tolist()
     [[5.0, 10.0]]
     """
-    out = np.array(channel, dtype=np.float32)
+    target, origin = np.asarray(channel), np.asarray(source)
     if not 0.0 <= fraction <= MAX_CROSSTALK:
         raise ValueError(f"fraction must be in [0, {MAX_CROSSTALK}], got {fraction!r}")
-    origin = np.asarray(source)
-    if origin.shape != out.shape:
-        raise ValueError(f"source must have the channel's shape {out.shape}, got {origin.shape}")
-    if fraction:
-        out -= np.float32(fraction) * origin.astype(np.float32, copy=False)
-    return out
+    if origin.shape != target.shape:
+        raise ValueError(f"source must have the channel's shape {target.shape}, got {origin.shape}")
+    return weighted_sum(
+        {"channel": target, "source": origin}, {"channel": 1.0, "source": -fraction}
+    )
