@@ -174,6 +174,17 @@ def test_touching_pair_is_split():
     assert ious.min() > 0.75
 
 
+@pytest.mark.parametrize("rng", [0, 1])
+def test_pressed_pair_with_a_shallow_waist_is_split(rng):
+    # Two 10 x 8 um nuclei overlapping by 2.4 um: the waist is only ~0.3 um narrower per
+    # side than the nuclei once blurred and trimmed (the 0.4 um depth used before kept them
+    # as one object, as it did for 105 of ~2500 nuclei on 8 synthetic 2048 fields).
+    nuclei = [((20, 22.2), (5, 4), 0, 1000), ((20, 27.8), (5, 4), 0, 900)]
+    image, truth = render((400, 500), nuclei, rng=rng)
+    labels = segment_nuclei(image, spacing_um=(PIXEL_UM, PIXEL_UM))
+    assert match(truth, labels)[:3] == (2, 0, 0)
+
+
 @pytest.mark.parametrize("shape_kind", ["elongated", "kidney"])
 def test_elongated_and_kidney_shaped_nuclei_are_not_split(shape_kind):
     shape = (400, 400)
