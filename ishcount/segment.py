@@ -690,8 +690,10 @@ def _merge_shallow_basins(labels: np.ndarray, surface: np.ndarray, depth: float)
     n = int(labels.max())
     if n < 2:
         return labels
-    peak = np.zeros(n + 1)
-    peak[1:] = ndi.maximum(surface, labels, np.arange(1, n + 1))
+    flat = labels.ravel()
+    inside = flat > 0
+    peak = np.full(n + 1, -np.inf)
+    np.maximum.at(peak, flat[inside], surface.ravel()[inside])  # no sort, unlike ndi.maximum
     pairs, saddles = _basin_saddles(labels, surface)
     parent = np.arange(n + 1)
 
