@@ -170,14 +170,18 @@ _FOCUS_SMOOTH_TILES = 2.0
 
 
 def _tile_sums(array: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
-    """Sum the last two axes over ``tile`` blocks (both axes multiples of the tile)."""
+    """Sum the last two axes over ``tile`` blocks (both axes multiples of the tile), in float32.
+
+    Strided row sums, then strided column sums: every pass is a plain vectorised add (a
+    reshape-and-sum over the short block axes is about 15x slower).
+    """
     ty, tx = tile
-    rows = array[..., 0::tx]
-    for k in range(1, tx):
-        rows = rows + array[..., k::tx]
-    tiles = rows[..., 0::ty, :]
+    rows = array[..., 0::ty, :].astype(np.float32)
     for k in range(1, ty):
-        tiles = tiles + rows[..., k::ty, :]
+        rows += array[..., k::ty, :]
+    tiles = rows[..., 0::tx].copy()
+    for k in range(1, tx):
+        tiles += rows[..., k::tx]
     return tiles
 
 
@@ -316,14 +320,7 @@ def downsample_mean(image: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
     pad = ((0, -image.shape[0] % fy), (0, -image.shape[1] % fx))
     if pad[0][1] or pad[1][1]:
         image = np.pad(image, pad, mode="edge")
-    # Strided row sums, then strided column sums: every pass is a plain vectorised add
-    # (a reshape-and-sum over the short block axes is about 15x slower).
-    rows = image[0::fy].astype(np.float32)
-    for offset in range(1, fy):
-        rows += image[offset::fy]
-    total = rows[:, 0::fx].copy()
-    for offset in range(1, fx):
-        total += rows[:, offset::fx]
+    total = _tile_sums(image, (fy, fx))
     total *= np.float32(1.0 / (fy * fx))
     return total
 
