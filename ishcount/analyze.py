@@ -321,20 +321,26 @@ def analyze_image(
     plane_shape = image.shape[-2:]
 
     start = time.perf_counter()
-    if labels is None:
-        labels = segment_nuclei(image.dapi, spacing_um=image.spacing_um, roi=roi, **params.segment)
-    else:
-        labels = prepare_labels(labels, shape=plane_shape, spacing_um=image.spacing_um, roi=roi)
-    seconds["segment"] = time.perf_counter() - start
-
-    start = time.perf_counter()
     # Each channel is read once here (a lazily read image reads from disk on every
-    # conversion) and serves projection, clipping, bleed-through and the focus sums.
+    # conversion) and serves segmentation, projection, clipping, bleed-through, the focus
+    # sums and the overlap test.
     acquired = {
         name: np.asarray(image.channel(name))
         for name in (*SIGNAL_CHANNELS, "dapi")
         if image.channel(name) is not None
     }
+    seconds["read"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if labels is None:
+        labels = segment_nuclei(
+            acquired["dapi"], spacing_um=image.spacing_um, roi=roi, **params.segment
+        )
+    else:
+        labels = prepare_labels(labels, shape=plane_shape, spacing_um=image.spacing_um, roi=roi)
+    seconds["segment"] = time.perf_counter() - start
+
+    start = time.perf_counter()
     is_stack = len(image.spacing_um) == 3
     projected = is_stack and params.project_z
     if is_stack and not params.project_z:
@@ -385,7 +391,7 @@ def analyze_image(
         labels,
         spacing_um=lateral,
         image=image.name,
-        dapi=image.dapi,
+        dapi=acquired["dapi"],
         roi=roi,
         params=count,
     )

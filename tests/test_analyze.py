@@ -29,6 +29,32 @@ def test_counts_are_the_sums_of_the_assigned_signals(field):
     assert match_labels(field.nuclei, result.labels).f1 > 0.8
 
 
+class _CountedReads:
+    """An array that counts how often it is read, as a lazily read file is read from disk."""
+
+    def __init__(self, array):
+        self.array, self.reads = array, 0
+        self.shape, self.ndim, self.dtype = array.shape, array.ndim, array.dtype
+
+    def __array__(self, dtype=None, copy=None):
+        self.reads += 1
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+def test_each_channel_is_read_once(field):
+    channels = {
+        name: _CountedReads(getattr(field.image, name)) for name in ("dapi", "her2", "cep17")
+    }
+    image = FishImage(**channels, spacing_um=field.image.spacing_um, name="counted")
+    result = analyze_image(image)
+    assert {name: array.reads for name, array in channels.items()} == {
+        "dapi": 1,
+        "her2": 1,
+        "cep17": 1,
+    }
+    assert result.cells["is_scored"].sum() > 0
+
+
 def test_labels_made_elsewhere_are_used(field):
     result = analyze_image(field.image, labels=field.nuclei)
     agreement = match_labels(field.nuclei, result.labels)
