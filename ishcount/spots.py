@@ -888,6 +888,8 @@ def brightness_surface(
     """
     where = np.atleast_2d(np.asarray(at, dtype=float))
     flux = np.asarray(intensity, dtype=float).ravel()
+    if len(flux) < min_spots[0]:
+        return np.ones(len(where)), 0
     points = np.asarray(position, dtype=float).reshape(len(flux), -1)
     usable = np.isfinite(flux) & (flux > 0) & np.all(np.isfinite(points), axis=1)
     degree = 2 if usable.sum() >= min_spots[1] else 1 if usable.sum() >= min_spots[0] else 0
@@ -1364,12 +1366,16 @@ def _reference(spots, rises, setup, reference_intensity, min_reference_spots):
     nominal = (2 * np.pi) ** (len(setup.sigma_px) / 2) * np.prod(np.sqrt(2) * setup.sigma_px)
     radius_um = 2 * _APERTURE_SIGMAS * float(np.max(setup.sigma_px[-2:] * setup.spacing[-2:]))
     isolated = _isolated(spots["position"], setup.spacing, radius_um)
-    if reference_intensity is not None:
-        value = _positive(reference_intensity, "reference_intensity")
-        return SingleSignalReference(value, nominal, 0, "user"), footprint, isolated
     ref = single_signal_reference(
         spots["intensity"], footprint, isolated=isolated & rises, min_spots=min_reference_spots
     )
+    if reference_intensity is not None:
+        # The caller's intensity (e.g. pooled over a case's fields); the signals' footprint
+        # is still this image's, so that signals wider than assumed are recognised and
+        # measured as without it (the PSF's footprint when the image has too few signals).
+        value = _positive(reference_intensity, "reference_intensity")
+        area = ref.footprint if ref.footprint > 0 else nominal
+        ref = SingleSignalReference(value, area, 0, "user")
     return ref, footprint, isolated
 
 
@@ -1755,7 +1761,9 @@ def detect_spots(
     cluster_min_width_ratio : float
         A single-peaked cluster is at least this much wider (sigma) than a single signal.
     reference_intensity : float, optional
-        Integrated intensity of one signal, overriding the one measured in this image.
+        Integrated intensity of one signal, overriding the one measured in this image (for
+        example one pooled over a case's fields). Only the intensity is overridden: the
+        signals' size and footprint are still measured in this image.
     min_reference_spots : int
         Isolated spots needed for the measured reference.
     cluster_copy_brightness : float

@@ -259,6 +259,14 @@ def test_signals_of_another_size_are_measured_and_counted_at_their_size(sigma_px
     assert abs(int(clusters.copies.iloc[0]) - 10) <= 1
     _tp, fp, fn, _ = match(found[~found.is_cluster], singles)
     assert (fp, fn) == (0, 0)
+    # A reference intensity given by the caller (e.g. pooled over a case's fields) replaces
+    # the intensity only: the size and footprint are still measured here (with the PSF's
+    # footprint instead, wide signals failed the single-signal test and were never sized).
+    pooled = found.attrs["reference_intensity"]
+    given = detect_spots(image, spacing_um=SPACING, channel="her2", reference_intensity=pooled)
+    assert given.attrs["reference_source"] == "user"
+    assert given.attrs["spot_sigma_um"] == pytest.approx(found.attrs["spot_sigma_um"], rel=0.05)
+    assert given.copies.sum() == found.copies.sum()
 
 
 def test_signals_of_the_assumed_or_a_given_size_are_detected_once():
@@ -476,6 +484,9 @@ def test_brightness_surface_follows_vignetting_and_needs_enough_signals():
     flat, degree = brightness_surface(position[:60], intensity[:60], at, shape=(256, 256))
     assert degree == 0
     assert (flat == 1).all()
+    none, degree = brightness_surface(np.empty((0, 2)), [], at, shape=(256, 256))
+    assert degree == 0
+    assert (none == 1).all()
 
 
 def test_cluster_copies_are_counted_against_the_signals_around_them():
