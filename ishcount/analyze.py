@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 from scipy import special
 
 from ishcount._frozen import freeze
@@ -175,6 +177,46 @@ class _CorrectedStack:
         return weighted_sum(picked, self._weights)
 
 
+def _fill_missing(
+    acquired: Mapping[str, np.ndarray], name: str, spacing_um: float
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Fill the pixels a channel did not measure (NaN or infinite: stitching gaps,
+    registration borders, dead pixels) and return where signals may be detected (None:
+    everywhere).
+
+    A pixel missing in one channel is filled in all of them, so that the bleed-through
+    measurement does not compare real DAPI with a filled probe: DAPI gets its lowest
+    finite value (background), a probe its median (its background). Gaps of 1 um^2 or
+    more are left out of the analysis: signals are looked for only 0.5 um or more from
+    them, where the filled edge cannot pass for a spot. Smaller ones are only filled.
+    """
+    missing = None
+    for channel, array in acquired.items():
+        if array.dtype.kind != "f":
+            continue
+        finite = np.isfinite(array)
+        if finite.all():
+            continue
+        if not finite.any():
+            raise ValueError(f"{name}: the {channel} channel holds no finite value")
+        missing = ~finite if missing is None else missing | ~finite
+    if missing is None:
+        return dict(acquired), None
+    filled = {}
+    for channel, array in acquired.items():
+        values = array[~missing]
+        level = values.min() if channel == "dapi" else np.median(values)
+        filled[channel] = np.where(missing, level, array).astype(array.dtype, copy=False)
+    gap = missing if missing.ndim == 2 else missing.any(axis=0)
+    pieces, _ = ndi.label(gap)
+    large = np.bincount(pieces.ravel()) * spacing_um**2 >= 1.0
+    large[0] = False
+    if not large.any():
+        return filled, None
+    margin = max(1, math.ceil(0.5 / spacing_um))
+    return filled, ~ndi.binary_dilation(large[pieces], iterations=margin)
+
+
 def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:
     """Per probe channel of a z-stack, the stack its projection came from, corrected alike."""
     weights = correction_weights(fractions, tuple(channels))
@@ -246,12 +288,16 @@ def _detect(
     channel: str,
     params: AnalysisParams,
     focus_stack: Any = None,
+    measured: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Detect one channel's signals (``acquired``: the channel as read); on a z projection,
     each keeps its brightest plane and cluster copies are measured around each cluster's
-    focus in ``focus_stack``."""
+    focus in ``focus_stack``; only where ``measured`` (Y, X) is True when given."""
     kwargs = dict(getattr(params, channel))
     kwargs.setdefault("saturated", clipped)
+    if measured is not None:
+        given = kwargs.get("mask")
+        kwargs["mask"] = measured if given is None else np.logical_and(given, measured)
     if array.ndim == len(spacing_um):
         return detect_spots(array, spacing_um=spacing_um, channel=channel, **kwargs)
     one_plane = kwargs.get("threshold_snr", DEFAULT_THRESHOLD_SNR)
@@ -292,6 +338,10 @@ def analyze_image(
 
     Notes
     -----
+    Pixels a channel did not measure (NaN or infinite) are filled in every channel; gaps
+    of 1 um^2 or more (stitching, registration borders) are treated as outside ``roi``,
+    so nuclei they cut are flagged and no signal is looked for beside them.
+
     Nuclei are segmented on a projection of a z-stack and kept as 2D footprints.
     Signals are detected on the maximum-intensity projection by default
     (``params.project_z``). Measured on synthetic z-stacks (512x512, 5-7 planes
@@ -329,6 +379,10 @@ def analyze_image(
         for name in (*SIGNAL_CHANNELS, "dapi")
         if image.channel(name) is not None
     }
+    acquired, measured = _fill_missing(acquired, image.name, image.spacing_um[-1])
+    if measured is not None and (roi is None or np.shape(roi) == measured.shape):
+        # Nuclei cut by a gap are incomplete: they are flagged as cut by the region.
+        roi = measured if roi is None else np.logical_and(roi, measured)
     seconds["read"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -368,6 +422,7 @@ def analyze_image(
             channel,
             params,
             focus.get(channel),
+            measured,
         )
         seconds[channel] = time.perf_counter() - start
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}

@@ -158,3 +158,47 @@ def test_clean_images_do_not_count_speckle_as_signals(seed):
     assert ratio == pytest.approx(true_ratio, rel=0.15)
     assert ratio >= 2.0  # group 2, as in truth
     assert scored["n_cep17"].mean() < truth["n_cep17"].mean() + 0.25
+
+
+def _channels(field):
+    return [
+        np.asarray(getattr(field.image, name), np.float32) for name in ("dapi", "her2", "cep17")
+    ]
+
+
+def test_a_gap_in_one_channel_is_left_out_and_the_rest_analysed(field):
+    # A stitched or registered field can lack a band of one channel (NaN). The band is
+    # treated as outside the region analysed: no signal in or beside it, nuclei it cuts
+    # are flagged, and nuclei away from it keep their CEP17 counts (HER2 cluster copies
+    # depend on the reference, measured from fewer signals).
+    base = analyze_image(field.image)
+    dapi, her2, cep17 = _channels(field)
+    her2[:120] = np.nan
+    result = analyze_image(FishImage(dapi, her2, cep17, field.image.spacing_um))
+    assert (result.spots["y"] >= 120 + 5).all()
+    assert (result.cells["exclusion_reason"] == "touches ROI edge").any()
+    far = base.cells[base.cells["centroid_y"] > 250]
+    distance = np.hypot(
+        far["centroid_y"].to_numpy()[:, None] - result.cells["centroid_y"].to_numpy(),
+        far["centroid_x"].to_numpy()[:, None] - result.cells["centroid_x"].to_numpy(),
+    )
+    same = result.cells.iloc[distance.argmin(axis=1)]
+    assert distance.min(axis=1).max() < 5
+    assert (same["n_cep17"].to_numpy() == far["n_cep17"].to_numpy()).all()
+    assert (same["is_scored"].to_numpy() == far["is_scored"].to_numpy()).all()
+
+
+def test_dead_pixels_are_filled_and_change_nothing(field):
+    base = analyze_image(field.image)
+    dapi, her2, cep17 = _channels(field)
+    her2.ravel()[np.random.default_rng(1).choice(her2.size, 30, replace=False)] = np.nan
+    result = analyze_image(FishImage(dapi, her2, cep17, field.image.spacing_um))
+    columns = ["n_her2", "n_cep17", "is_scored"]
+    assert result.cells[columns].equals(base.cells[columns])
+
+
+def test_a_channel_without_any_value_is_named(field):
+    dapi, her2, cep17 = _channels(field)
+    cep17[:] = np.nan
+    with pytest.raises(ValueError, match="cep17 channel holds no finite value"):
+        analyze_image(FishImage(dapi, her2, cep17, field.image.spacing_um, name="f1"))
