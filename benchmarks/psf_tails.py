@@ -81,9 +81,8 @@ def _inside(shape: tuple[float, ...], rng: np.random.Generator) -> tuple[float, 
     cy, cx, a, b, angle = shape
     r, t = math.sqrt(rng.uniform(0, 0.7)), rng.uniform(0, 2 * math.pi)
     u, v = r * a * math.cos(t), r * b * math.sin(t)
-    return cy + u * math.cos(angle) - v * math.sin(angle), cx + u * math.sin(angle) + v * math.cos(
-        angle
-    )
+    cos, sin = math.cos(angle), math.sin(angle)
+    return cy + u * cos - v * sin, cx + u * sin + v * cos
 
 
 def _add_moffat(image: np.ndarray, y: float, x: float, flux: float, alpha: float, beta: float):
