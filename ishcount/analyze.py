@@ -22,11 +22,17 @@ from scipy import ndimage as ndi
 from scipy import special
 
 from ishcount._frozen import freeze
-from ishcount.assign import CountParams, assign_spots, count_spots
+from ishcount.assign import CountParams, assign_spots, count_spots, nuclei_near
 from ishcount.crosstalk import correction_weights, remove_crosstalk, weighted_sum
 from ishcount.image import FishImage, max_projection
 from ishcount.segment import prepare_labels, segment_nuclei
-from ishcount.spots import DEFAULT_THRESHOLD_SNR, clipped_mask, detect_spots, remove_broadband
+from ishcount.spots import (
+    DEFAULT_THRESHOLD_SNR,
+    broadband_debris,
+    clipped_mask,
+    detect_spots,
+    remove_broadband,
+)
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
 
 SIGNAL_CHANNELS = ("her2", "cep17")
@@ -426,7 +432,9 @@ def analyze_image(
         )
         seconds[channel] = time.perf_counter() - start
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}
+    debris = pd.DataFrame(columns=["y", "x", "sigma"])
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
+        debris = broadband_debris(found["her2"], found["cep17"])
         found["her2"], found["cep17"] = remove_broadband(found["her2"], found["cep17"])
     detection = {
         channel: freeze({**attrs[channel], "saturated_signals": int(table["saturated"].sum())})
@@ -448,6 +456,9 @@ def analyze_image(
         image=image.name,
         dapi=acquired["dapi"],
         roi=roi,
+        # A nucleus under debris has signals hidden (a HER2 cluster under a particle
+        # goes with it), so it is excluded as a person scoring by eye would skip it.
+        obscured=nuclei_near(labels, debris[["y", "x"]], 2 * debris["sigma"].to_numpy(float)),
         params=count,
     )
     seconds["count"] = time.perf_counter() - start

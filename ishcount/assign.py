@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ TOO_SMALL = "too small"
 TOO_LARGE = "too large"
 IRREGULAR = "irregular shape"
 OVERLAPPING = "overlapping nuclei"
+DEBRIS = "autofluorescent debris"
 NO_HER2 = "no HER2 signal"
 NO_CEP17 = "no CEP17 signal"
 
@@ -178,6 +180,7 @@ def count_spots(
     image: str = "image",
     dapi: np.ndarray | None = None,
     roi: np.ndarray | None = None,
+    obscured: Sequence[int] | np.ndarray | None = None,
     params: CountParams | None = None,
 ) -> pd.DataFrame:
     """Count HER2 and CEP17 copies per nucleus and decide which nuclei are scored.
@@ -200,6 +203,10 @@ def count_spots(
         Region of interest (for example the invasive tumour a pathologist outlined).
         Nuclei with no pixel inside it are "outside ROI"; nuclei cut by its edge are
         "touches ROI edge".
+    obscured : sequence of int, optional
+        Labels of nuclei under autofluorescent debris (:func:`nuclei_near` of
+        :func:`ishcount.spots.broadband_debris`): their signals cannot be counted, so
+        they are "autofluorescent debris", as a person scoring by eye skips them.
     params : CountParams, optional
         Scorability rules; defaults to :class:`CountParams`.
 
@@ -235,7 +242,7 @@ def count_spots(
     )
     cells = cells.join(_signal_counts(spots, cells["label"]), on="label")
     cells["touches_border"] = np.isin(cells["label"], edge_labels(labels))
-    cells["exclusion_reason"] = _exclusion_reasons(cells, labels, dapi, roi, params, step)
+    cells["exclusion_reason"] = _exclusion_reasons(cells, labels, dapi, roi, obscured, params, step)
     cells["is_scored"] = cells["exclusion_reason"] == ""
     return conform(cells, CELL_SCHEMA)
 
@@ -302,6 +309,7 @@ def _exclusion_reasons(
     labels: np.ndarray,
     dapi: np.ndarray | None,
     roi: np.ndarray | None,
+    obscured: Sequence[int] | np.ndarray | None,
     params: CountParams,
     step: int,
 ) -> np.ndarray:
@@ -320,6 +328,8 @@ def _exclusion_reasons(
     if dapi is not None:
         bright = bright_fraction(labels, dapi, ids, params.overlap_brightness, step=step)
         rules.append((OVERLAPPING, bright > params.max_bright_fraction))
+    if obscured is not None:
+        rules.append((DEBRIS, np.isin(ids, np.asarray(obscured, dtype=np.int64))))
     rules.append((NO_HER2, cells["n_her2"].to_numpy() < 1))
     if params.require_both_signals:
         rules.append((NO_CEP17, cells["n_cep17"].to_numpy() < 1))
@@ -327,6 +337,48 @@ def _exclusion_reasons(
     for reason, failed in reversed(rules):
         reasons[failed] = reason
     return reasons
+
+
+def nuclei_near(labels: np.ndarray, positions: Any, radius_px: Any) -> np.ndarray:
+    """Labels of the nuclei with a pixel within ``radius_px`` of any of ``positions``.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X)
+        Nucleus labels; 0 is background.
+    positions : array_like of float, shape (n, 2)
+        ``(y, x)`` in pixels of ``labels``.
+    radius_px : float or array_like of float, shape (n,)
+        Reach of each position, pixels.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Sorted unique labels (no 0).
+
+    Examples
+    --------
+    >>> labels = np.zeros((20, 20), np.int32)
+    >>> labels[2:8, 2:8], labels[12:18, 12:18] = 1, 2
+    >>> nuclei_near(labels, [[10.0, 10.0]], 3.0).tolist(), nuclei_near(labels, [[4, 4]], 0).tolist()
+    ([2], [1])
+    """
+    labels = _check_labels(labels)
+    points = np.asarray(positions, dtype=float).reshape(-1, 2)
+    radii = np.broadcast_to(np.asarray(radius_px, dtype=float), (len(points),))
+    found: list[np.ndarray] = []
+    for (y, x), radius in zip(points, radii, strict=True):
+        if not (np.isfinite(y) and np.isfinite(x) and np.isfinite(radius)):
+            continue
+        lo = np.maximum(np.floor([y - radius, x - radius]).astype(int), 0)
+        hi = np.minimum(np.ceil([y + radius, x + radius]).astype(int) + 1, labels.shape)
+        if np.any(hi <= lo):
+            continue
+        yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1]]
+        disc = (yy - y) ** 2 + (xx - x) ** 2 <= max(radius, 0.5) ** 2
+        found.append(labels[lo[0] : hi[0], lo[1] : hi[1]][disc])
+    near = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+    return near[near > 0].astype(np.int64)
 
 
 def _roi_membership(

@@ -19,7 +19,8 @@ once per channel in a few whole-image passes, then per candidate in vectorised N
    one signal where the cluster lies (:func:`brightness_surface`).
 7. :func:`merge_split_signals`: two signals closer than ``merge_distance_um`` count as one,
    unless together they carry a cluster's light.
-8. :func:`remove_broadband` (across channels): debris is a "cluster" in both channels.
+8. :func:`remove_broadband` (across channels): debris is a "cluster" in both channels
+   (:func:`broadband_debris` lists it, so that the nuclei under it can be excluded).
 
 :func:`detect_spots` chains them. Coordinates are in pixels, array order.
 
@@ -55,6 +56,7 @@ __all__ = [
     "DEFAULT_THRESHOLD_SNR",
     "SingleSignalReference",
     "brightness_surface",
+    "broadband_debris",
     "clipped_mask",
     "detect_spots",
     "estimate_cluster_copies",
@@ -1255,7 +1257,8 @@ def remove_broadband(
     crosstalk = _positive(max_crosstalk, "max_crosstalk", minimum=-1.0)
     if crosstalk < 0 or crosstalk >= 1:
         raise ValueError(f"max_crosstalk must be in [0, 1), got {max_crosstalk!r}")
-    her2, cep17 = _drop_debris(her2, cep17, max_distance_px, min_copy_fraction)
+    paired_her2, paired_cep17 = _debris_pairs(her2, cep17, max_distance_px, min_copy_fraction)
+    her2, cep17 = her2.drop(index=paired_her2), cep17.drop(index=paired_cep17)
     if crosstalk > 0 and len(her2) and len(cep17):
         ghosts_in_cep17 = _ghosts(cep17, her2, max_distance_px, crosstalk)
         ghosts_in_her2 = _ghosts(her2, cep17, max_distance_px, crosstalk)
@@ -1266,11 +1269,48 @@ def remove_broadband(
 _COORDINATES = ["z", "y", "x"]
 
 
-def _drop_debris(her2, cep17, max_distance_px, min_copy_fraction):
+def broadband_debris(
+    her2: pd.DataFrame,
+    cep17: pd.DataFrame,
+    *,
+    max_distance_px: float = 2.0,
+    min_copy_fraction: float = 0.25,
+) -> pd.DataFrame:
+    """The HER2 rows that :func:`remove_broadband` drops as broadband debris.
+
+    Parameters
+    ----------
+    her2, cep17 : pandas.DataFrame
+        Spot tables of one image (:data:`ishcount.tables.SPOT_SCHEMA`).
+    max_distance_px, min_copy_fraction : float
+        As in :func:`remove_broadband`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per debris particle: its HER2 cluster row (position and apparent
+        ``sigma``), so that the nuclei it lies over can be excluded
+        (:func:`ishcount.assign.nuclei_near`).
+
+    Examples
+    --------
+    >>> row = dict(z=0.0, y=10.0, x=10.0, sigma=6.0, is_cluster=True, copies=40)
+    >>> her2 = pd.DataFrame([row, row | {"y": 50.0}])
+    >>> broadband_debris(her2, pd.DataFrame([row | {"x": 12.0, "copies": 30}]))[["y", "x"]]
+          y     x
+    0  10.0  10.0
+    """
+    _positive(max_distance_px, "max_distance_px")
+    paired, _ = _debris_pairs(her2, cep17, max_distance_px, min_copy_fraction)
+    return her2.loc[paired]
+
+
+def _debris_pairs(her2, cep17, max_distance_px, min_copy_fraction):
+    """Index labels of the HER2 and CEP17 clusters that pair up as one debris particle."""
     a = her2[her2["is_cluster"].to_numpy(bool)]
     b = cep17[cep17["is_cluster"].to_numpy(bool)]
     if len(a) == 0 or len(b) == 0:
-        return her2, cep17
+        return a.index[:0], b.index[:0]
     tree = cKDTree(b[_COORDINATES].to_numpy(float))
     distance, nearest = tree.query(a[_COORDINATES].to_numpy(float))
     copies_a = a["copies"].to_numpy(float)
@@ -1278,7 +1318,7 @@ def _drop_debris(her2, cep17, max_distance_px, min_copy_fraction):
     alike = np.minimum(copies_a, copies_b) >= min_copy_fraction * np.maximum(copies_a, copies_b)
     reach = max_distance_px + a["sigma"].to_numpy(float) + b["sigma"].to_numpy(float)[nearest]
     paired = (distance <= reach) & alike
-    return her2.drop(index=a.index[paired]), cep17.drop(index=b.index[nearest[paired]])
+    return a.index[paired], b.index[np.unique(nearest[paired])]
 
 
 def _ghosts(table, source, max_distance_px, crosstalk):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ishcount.analyze import AnalysisParams, analyze_image
+from ishcount.assign import DEBRIS, nuclei_near
 from ishcount.evaluate import match_labels
 from ishcount.image import FishImage
 from ishcount.synthetic import make_field
@@ -202,3 +203,38 @@ def test_a_channel_without_any_value_is_named(field):
     cep17[:] = np.nan
     with pytest.raises(ValueError, match="cep17 channel holds no finite value"):
         analyze_image(FishImage(dapi, her2, cep17, field.image.spacing_um, name="f1"))
+
+
+def test_nuclei_under_broadband_debris_are_excluded(field):
+    # A particle as bright in both probes as a 40-copy cluster, over a scored nucleus:
+    # its signals cannot be counted, so the nucleus is excluded with the reason, and the
+    # other nuclei keep their verdicts.
+    base = analyze_image(field.image)
+    scored = base.cells[base.cells["is_scored"]]
+    target = scored.loc[scored["area_um2"].idxmax()]
+    dapi, her2, cep17 = _channels(field)
+    yy, xx = np.mgrid[: her2.shape[0], : her2.shape[1]]
+    particle = 800.0 * np.exp(
+        -((yy - target["centroid_y"]) ** 2 + (xx - target["centroid_x"]) ** 2) / (2 * 4.0**2)
+    )
+    image = FishImage(dapi, her2 + particle, cep17 + particle, field.image.spacing_um)
+    result = analyze_image(image)
+    cells = result.cells.set_index("label")
+    assert cells.at[int(target["label"]), "exclusion_reason"] == DEBRIS
+    changed = result.cells["is_scored"] != base.cells["is_scored"]
+    assert result.cells.loc[changed, "label"].tolist() == [int(target["label"])]
+    # the particle is not reported as signals
+    near = np.hypot(
+        result.spots["y"] - target["centroid_y"], result.spots["x"] - target["centroid_x"]
+    )
+    assert not (near < 4).any()
+
+
+def test_synthetic_debris_excludes_only_the_nuclei_under_it():
+    field = make_field("group1", shape=(1024, 1024), rng=2)
+    result = analyze_image(field.image)
+    excluded = result.cells.loc[result.cells["exclusion_reason"] == DEBRIS, "label"]
+    blobs = field.debris
+    covered = nuclei_near(result.labels, blobs[["y", "x"]], 2 * blobs["sigma"].to_numpy())
+    assert len(excluded) >= 2
+    assert set(excluded) <= set(covered)

@@ -6,6 +6,7 @@ import pytest
 from skimage.draw import disk, ellipse
 
 from ishcount.assign import (
+    DEBRIS,
     IRREGULAR,
     NO_CEP17,
     NO_HER2,
@@ -19,6 +20,7 @@ from ishcount.assign import (
     assign_spots,
     bright_fraction,
     count_spots,
+    nuclei_near,
     nucleus_solidity,
 )
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform, empty_table
@@ -150,6 +152,27 @@ def test_roi_excludes_outside_and_cut_nuclei():
     assert cells["exclusion_reason"].tolist() == [TOUCHES_ROI_EDGE, OUTSIDE_ROI]
     with pytest.raises(ValueError, match="roi must have"):
         count_spots(spots, labels, spacing_um=SPACING, roi=roi[:10])
+
+
+def test_nuclei_under_debris_are_excluded_after_the_shape_rules():
+    labels = two_nuclei()
+    spots = make_spots([("her2", 100, 100, 1, False), ("cep17", 100, 101, 1, False)])
+    # debris between the nuclei reaches nucleus 2 only; nucleus 2 has no signal either
+    obscured = nuclei_near(labels, [[250.0, 200.0], [390.0, 390.0]], [40.0, 5.0])
+    assert obscured.tolist() == [2]
+    cells = count_spots(assign_spots(spots, labels), labels, spacing_um=SPACING, obscured=obscured)
+    assert cells["exclusion_reason"].tolist() == ["", DEBRIS]  # before "no HER2 signal"
+    cells = count_spots(assign_spots(spots, labels), labels, spacing_um=SPACING, obscured=[])
+    assert cells["exclusion_reason"].tolist() == ["", NO_HER2]
+    cells = count_spots(
+        assign_spots(spots, labels),
+        labels,
+        spacing_um=SPACING,
+        obscured=[1, 2],
+        params=CountParams(min_area_um2=200),
+    )
+    assert cells["exclusion_reason"].tolist() == [TOO_SMALL, TOO_SMALL]
+    assert nuclei_near(labels, np.empty((0, 2)), 3.0).tolist() == []
 
 
 def test_overlapping_nuclei_recognised_by_summed_dapi():

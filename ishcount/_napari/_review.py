@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ishcount.analyze import AnalysisParams, ImageResult
-from ishcount.assign import CountParams, assign_spots, count_spots
+from ishcount.assign import DEBRIS, CountParams, assign_spots, count_spots
 from ishcount.image import FishImage
 from ishcount.io import jsonable
 from ishcount.rules import DEFAULT_RULE_SET, Classification, classify, get_rule_set, parse_ihc
@@ -381,6 +381,8 @@ class ReviewSession:
             assign_spots(fld.spots, fld.labels, spacing_um=fld.spacing_um), SPOT_SCHEMA
         )
         dapi = fld.image.dapi if fld.image is not None else None
+        # Debris was recognised from signals the analysis then dropped; keep its verdict.
+        under_debris = fld.cells.loc[fld.cells["exclusion_reason"] == DEBRIS, "label"]
         cells = count_spots(
             fld.spots,
             fld.labels,
@@ -388,6 +390,7 @@ class ReviewSession:
             image=image,
             dapi=dapi,
             roi=fld.roi,
+            obscured=under_debris.to_numpy(np.int64),
             params=self.count_params,
         )
         for (name, label), include in self.overrides.items():

@@ -13,7 +13,7 @@ import pytest
 from ishcount._napari._io import load_reviewed_case, write_reviewed_case
 from ishcount._napari._review import EXCLUDED_BY_REVIEWER, ReviewSession, summary_rows
 from ishcount.analyze import analyze_image
-from ishcount.assign import assign_spots, count_spots
+from ishcount.assign import DEBRIS, assign_spots, count_spots
 from ishcount.rules import classify
 from ishcount.score import score_case
 from ishcount.synthetic import make_field
@@ -89,6 +89,21 @@ def test_exclusion_survives_a_recount(session):
     cells = session.field("f1").cells.set_index("label")
     assert not cells.loc[label, "is_scored"]
     assert cells.loc[label, "exclusion_reason"] == EXCLUDED_BY_REVIEWER
+
+
+def test_debris_exclusion_survives_a_recount(session):
+    # Debris is recognised from signals the analysis drops, so a recount cannot see it
+    # again; the verdict comes with the field.
+    label = _scored_label(session)
+    cells = session.field("f1").cells
+    row = cells["label"] == label
+    cells.loc[row, ["is_scored", "exclusion_reason"]] = [False, DEBRIS]
+    session.add_signal("f1", "her2", (1.0, 1.0))
+    cells = session.field("f1").cells.set_index("label")
+    assert cells.loc[label, "exclusion_reason"] == DEBRIS
+    assert cells["exclusion_reason"].eq(DEBRIS).sum() == 1
+    assert session.include_nucleus("f1", label)  # a reviewer may still score it
+    assert session.field("f1").cells.set_index("label").loc[label, "is_scored"]
 
 
 def test_added_cluster_counts_its_copies(session):
