@@ -497,20 +497,34 @@ def _check_spacing(spacing: Any, ndim: int) -> np.ndarray:
 
 
 def _match_scaled(
-    true_scaled: np.ndarray, pred_scaled: np.ndarray, max_distance: float
+    true_scaled: np.ndarray,
+    pred_scaled: np.ndarray,
+    max_distance: float,
+    parts_scaled: np.ndarray | None = None,
+    part_owner: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Matched ``(k, 2)`` index pairs and their distances for scaled coordinates."""
+    """Matched ``(k, 2)`` index pairs and their distances for scaled coordinates.
+
+    ``parts_scaled`` are further points of the true signals ``part_owner`` (the halves of
+    a split signal): a detection's distance to a signal is that to its nearest point.
+    """
     if len(true_scaled) == 0 or len(pred_scaled) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+    n_true = len(true_scaled)
+    owner = np.arange(n_true)
+    if parts_scaled is not None and len(parts_scaled):
+        true_scaled = np.vstack([true_scaled, parts_scaled])
+        owner = np.r_[owner, np.asarray(part_owner, dtype=np.int64)]
     near = cKDTree(true_scaled).sparse_distance_matrix(
         cKDTree(pred_scaled), max_distance, output_type="ndarray"
     )
+    rows, cols, costs = owner[near["i"]].astype(np.int64), near["j"].astype(np.int64), near["v"]
+    order = np.lexsort((costs, cols, rows))  # the nearest point of each signal first
+    first = np.diff(rows[order], prepend=-1) != 0
+    first |= np.diff(cols[order], prepend=-1) != 0
+    order = order[first]
     rows, cols, distances = _optimal_matching(
-        near["i"].astype(np.int64),
-        near["j"].astype(np.int64),
-        near["v"].astype(float),
-        len(true_scaled),
-        len(pred_scaled),
+        rows[order], cols[order], costs[order].astype(float), n_true, len(pred_scaled)
     )
     return np.column_stack([rows, cols]), distances
 
@@ -603,10 +617,12 @@ def _coordinate_columns(truth: pd.DataFrame, detected: pd.DataFrame, spacing: An
     return columns
 
 
-def _truth_signals(truth: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def _truth_signals(truth: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per true signal: split halves sharing a ``signal_id`` averaged into one.
 
     Columns: ``row`` (first table row), ``channel``, ``cluster_id`` and the coordinates.
+    The second table holds the halves of split signals (``row`` of their signal and the
+    coordinates): a detection on either half has found that signal.
     """
     table = pd.DataFrame({column: truth[column].to_numpy(float) for column in columns})
     table["row"] = np.arange(len(truth))
@@ -616,14 +632,17 @@ def _truth_signals(truth: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     else:
         table["cluster_id"] = -1
     if "signal_id" not in truth.columns:
-        return table
+        return table, table.iloc[:0][["row", *columns]]
     if truth["signal_id"].isna().any():
         raise ValueError("truth_spots['signal_id'] must not contain missing values")
     table["signal_id"] = truth["signal_id"].to_numpy()
     grouped = table.groupby(["channel", "signal_id"], sort=False, dropna=False)
     aggregations = dict.fromkeys(columns, "mean") | {"row": "min", "cluster_id": "first"}
     signals = grouped.agg(aggregations).reset_index()
-    return signals.sort_values("row", kind="stable").reset_index(drop=True)
+    signals = signals.sort_values("row", kind="stable").reset_index(drop=True)
+    size = grouped["row"].transform("size").to_numpy()
+    parts = table.loc[size > 1, columns].assign(row=grouped["row"].transform("min")[size > 1])
+    return signals, parts[["row", *columns]].reset_index(drop=True)
 
 
 def _detections(detected: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -664,14 +683,18 @@ def _nearest_cluster(
     return owner, cluster_ids.tolist()
 
 
-def _evaluate_channel(signals, detections, columns, scale, max_distance, channel):
+def _evaluate_channel(signals, halves, detections, columns, scale, max_distance, channel):
     """Matches (as global-row pairs) and cluster records of one channel's tables."""
 
     def match(truth_part: pd.DataFrame, detection_part: pd.DataFrame):
+        local = pd.Series(np.arange(len(truth_part)), index=truth_part["row"].to_numpy())
+        parts = halves[halves["row"].isin(local.index)]
         local_pairs, distances = _match_scaled(
             truth_part[columns].to_numpy() * scale,
             detection_part[columns].to_numpy() * scale,
             max_distance,
+            parts[columns].to_numpy() * scale,
+            local[parts["row"].to_numpy()].to_numpy(),
         )
         pairs = np.column_stack(
             [
@@ -718,7 +741,8 @@ def evaluate_spots(
     truth_spots : pandas.DataFrame
         True signals: ``y, x`` (and ``z``) in pixels; optional ``channel``, ``cluster_id``
         (-1 = isolated; missing = all isolated) and ``signal_id`` (rows sharing one are the
-        halves of a split signal and count as one signal at their mean position).
+        halves of a split signal and count as one signal: a detection within
+        ``max_distance`` of their mean position or of either half matches it).
     detected_spots : pandas.DataFrame
         Detections in the :data:`ishcount.tables.SPOT_SCHEMA` layout; only the coordinates,
         ``channel`` and ``copies`` (1 when absent) are used.
@@ -773,7 +797,7 @@ def evaluate_spots(
     max_distance = _check_positive(max_distance, "max_distance")
     columns = _coordinate_columns(truth_spots, detected_spots, spacing)
     scale = _check_spacing(spacing, len(columns))
-    signals = _truth_signals(truth_spots, columns)
+    signals, halves = _truth_signals(truth_spots, columns)
     detections = _detections(detected_spots, columns)
     if channel is not None:
         for name, table in (("truth_spots", truth_spots), ("detected_spots", detected_spots)):
@@ -787,6 +811,7 @@ def evaluate_spots(
     for name in sorted(channels, key=str) if len(channels) else [channel]:
         parts = _evaluate_channel(
             signals[signals["channel"].isna() if name is None else signals["channel"] == name],
+            halves,
             detections[
                 detections["channel"].isna() if name is None else detections["channel"] == name
             ],

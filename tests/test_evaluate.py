@@ -189,6 +189,24 @@ def test_split_signal_counts_once_at_its_mean_position():
     assert (unsplit.all.n_true, unsplit.all.tp, unsplit.all.fn) == (2, 1, 1)
 
 
+def test_split_signal_is_found_by_a_detection_on_either_half():
+    # One half below the detection limit: the other half's detection, 2 px from the mean
+    # position, has found the signal (one signal, counted once), not missed it.
+    truth = _truth(
+        [("her2", 0, 10, 8, -1, 0), ("her2", 0, 10, 12, -1, 0), ("her2", 0, 30, 30, -1, 1)]
+    )
+    on_half = evaluate_spots(truth, _detected([("her2", 10, 12.2, 1)]), max_distance=1.0)
+    assert (on_half.isolated.tp, on_half.isolated.fp, on_half.isolated.fn) == (1, 0, 1)
+    assert on_half.isolated.mean_error == pytest.approx(0.2)
+    # both halves reported apart: one signal found, one extra detection
+    both = evaluate_spots(
+        truth, _detected([("her2", 10, 8, 1), ("her2", 10, 12, 1)]), max_distance=1.0
+    )
+    assert (both.isolated.tp, both.isolated.fp) == (1, 1)
+    far = evaluate_spots(truth, _detected([("her2", 10, 14.5, 1)]), max_distance=1.0)
+    assert far.isolated.tp == 0
+
+
 def test_isolated_and_clustered_are_reported_separately():
     truth = _truth(
         [
