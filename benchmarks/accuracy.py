@@ -115,6 +115,7 @@ def _matched_counts(field, result, mapping: dict[int, int]) -> pd.DataFrame:
             "true_cep17": truth.loc[true_labels, "n_cep17"].to_numpy(np.int64),
             "pred_her2": pred.loc[pred_labels, "n_her2"].to_numpy(np.int64),
             "pred_cep17": pred.loc[pred_labels, "n_cep17"].to_numpy(np.int64),
+            "pred_scored": pred.loc[pred_labels, "is_scored"].to_numpy(bool),
         }
     )
 
@@ -201,6 +202,13 @@ def summarize_row(preset: str, mode: str, fields: list[dict[str, Any]]) -> dict[
     her2 = count_errors(counts["true_her2"], counts["pred_her2"])
     cep17 = count_errors(counts["true_cep17"], counts["pred_cep17"])
     amp = count_errors(counts["true_her2"][amplified], counts["pred_her2"][amplified])
+    # The nuclei a user's result rests on: those the pipeline scores as well.
+    scored = counts["pred_scored"].to_numpy(bool)
+    amp_scored = count_errors(
+        counts["true_her2"][amplified & scored], counts["pred_her2"][amplified & scored]
+    )
+    her2_scored = count_errors(counts["true_her2"][scored], counts["pred_her2"][scored])
+    cep17_scored = count_errors(counts["true_cep17"][scored], counts["pred_cep17"][scored])
     cases = [f["case"] for f in fields]
     e2e = [f["end_to_end"] for f in fields]
     return {
@@ -217,6 +225,12 @@ def summarize_row(preset: str, mode: str, fields: list[dict[str, Any]]) -> dict[
         "her2_bias": her2.bias,
         "cep17_mae": cep17.mae,
         "cep17_bias": cep17.bias,
+        "scored_share": float(scored.mean()) if len(scored) else math.nan,
+        "amp_her2_rel_err_scored": amp_scored.mean_relative_error
+        if amp_scored.n >= MIN_AMPLIFIED_NUCLEI
+        else math.nan,
+        "her2_mae_scored": her2_scored.mae,
+        "cep17_mae_scored": cep17_scored.mae,
         "ratio_true": float(np.mean([c["ratio_true"] for c in cases])),
         "ratio_pred": float(np.mean([c["ratio_pred"] for c in cases])),
         "ratio_rel_err_max": float(np.max([c["ratio_rel_error"] for c in cases])),
@@ -319,6 +333,14 @@ MAIN_COLUMNS = [
     "cep17_bias",
     "fails",
 ]
+SCORED_COLUMNS = [
+    "preset",
+    "mode",
+    "scored_share",
+    "amp_her2_rel_err_scored",
+    "her2_mae_scored",
+    "cep17_mae_scored",
+]
 CASE_COLUMNS = [
     "preset",
     "mode",
@@ -367,6 +389,11 @@ def main(argv=None) -> int:
     print(f"\nSettings: {config}; {elapsed:.0f} s in total\n")
     print("Per preset (counts over matched nuclei scorable in truth):")
     print(format_table(rows, MAIN_COLUMNS))
+    print(
+        "\nThe same nuclei where ishcount scores them too (scored_share of them; the others"
+        " it excludes, e.g. under debris or lacking a signal):"
+    )
+    print(format_table(rows, SCORED_COLUMNS))
     print("\nCase level (matched scorable nuclei; e2e = the pipeline's own scored nuclei):")
     print(format_table(rows, CASE_COLUMNS))
     print("\nTargets:")
