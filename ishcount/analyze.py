@@ -64,6 +64,12 @@ class AnalysisParams:
         each other (:func:`ishcount.crosstalk.remove_crosstalk`) and take it out before
         detection, so that chromatin texture and the faint copies of bright signals in the
         other probe are not taken for weak signals.
+    remove_debris : bool
+        Drop autofluorescent debris (a cluster-like object in both probe channels at one
+        place, :func:`ishcount.spots.broadband_debris`) from the signal tables and exclude
+        the nuclei under it (``autofluorescent debris``). Switch off only for probes that
+        are expected to cluster together in one nucleus (co-amplification of the
+        chromosome 17 centromere): such objects are then counted as clusters.
 
     Examples
     --------
@@ -80,6 +86,7 @@ class AnalysisParams:
     count: CountParams = field(default_factory=CountParams)
     project_z: bool = True
     remove_crosstalk: bool = True
+    remove_debris: bool = True
 
     def __post_init__(self) -> None:
         for name in ("segment", "her2", "cep17"):
@@ -96,6 +103,7 @@ class AnalysisParams:
             "count": {f.name: getattr(self.count, f.name) for f in fields(self.count)},
             "project_z": self.project_z,
             "remove_crosstalk": self.remove_crosstalk,
+            "remove_debris": self.remove_debris,
         }
 
     @classmethod
@@ -109,6 +117,7 @@ class AnalysisParams:
             count=count,
             project_z=bool(data.get("project_z", True)),
             remove_crosstalk=bool(data.get("remove_crosstalk", True)),
+            remove_debris=bool(data.get("remove_debris", True)),
         )
 
     def digest(self) -> str:
@@ -434,8 +443,11 @@ def analyze_image(
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}
     debris = pd.DataFrame(columns=["y", "x", "sigma"])
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
-        debris = broadband_debris(found["her2"], found["cep17"])
-        found["her2"], found["cep17"] = remove_broadband(found["her2"], found["cep17"])
+        if params.remove_debris:
+            debris = broadband_debris(found["her2"], found["cep17"])
+        found["her2"], found["cep17"] = remove_broadband(
+            found["her2"], found["cep17"], drop_debris=params.remove_debris
+        )
     detection = {
         channel: freeze({**attrs[channel], "saturated_signals": int(table["saturated"].sum())})
         for channel, table in found.items()

@@ -162,7 +162,8 @@ def parse_pipeline(data: Any, *, source: str = "<memory>") -> PipelineConfig:
     image = where.mapping(mapping.get("image", {}), "image")
     where.known(image, "image", {"channels", "pixel_size_um", "channel_files", "tile_size"})
     spots = where.mapping(mapping.get("spots", {}), "spots")
-    where.known(spots, "spots", {*CHANNELS[1:], "project_z", "remove_crosstalk"})
+    known = {*CHANNELS[1:], "project_z", "remove_crosstalk", "remove_debris"}
+    where.known(spots, "spots", known)
     analysis = AnalysisParams(
         segment=where.kwargs(mapping.get("segment", {}), "segment", segment_nuclei),
         her2=where.kwargs(spots.get("her2", {}), "spots.her2", detect_spots),
@@ -172,6 +173,7 @@ def parse_pipeline(data: Any, *, source: str = "<memory>") -> PipelineConfig:
         remove_crosstalk=where.typed(
             spots.get("remove_crosstalk", True), "spots.remove_crosstalk", bool
         ),
+        remove_debris=where.typed(spots.get("remove_debris", True), "spots.remove_debris", bool),
     )
     return PipelineConfig(
         name=name,

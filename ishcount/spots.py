@@ -1206,6 +1206,7 @@ def remove_broadband(
     max_distance_px: float = 2.0,
     min_copy_fraction: float = 0.25,
     max_crosstalk: float = 0.1,
+    drop_debris: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Drop broadband debris (clusters in both channels) and crosstalk ghosts of bright spots.
 
@@ -1224,6 +1225,8 @@ def remove_broadband(
         A spot within ``max_distance_px`` of a spot of the other channel that is at least
         1 / ``max_crosstalk`` times brighter (integrated ``intensity``) is that spot's
         spectral bleed-through and is dropped; 0 keeps every spot.
+    drop_debris : bool
+        False keeps the paired clusters (only the ghosts are dropped).
 
     Returns
     -------
@@ -1261,8 +1264,9 @@ def remove_broadband(
     crosstalk = _positive(max_crosstalk, "max_crosstalk", minimum=-1.0)
     if crosstalk < 0 or crosstalk >= 1:
         raise ValueError(f"max_crosstalk must be in [0, 1), got {max_crosstalk!r}")
-    paired_her2, paired_cep17 = _debris_pairs(her2, cep17, max_distance_px, min_copy_fraction)
-    her2, cep17 = her2.drop(index=paired_her2), cep17.drop(index=paired_cep17)
+    if drop_debris:
+        paired = _debris_pairs(her2, cep17, max_distance_px, min_copy_fraction)
+        her2, cep17 = her2.drop(index=paired[0]), cep17.drop(index=paired[1])
     if crosstalk > 0 and len(her2) and len(cep17):
         ghosts_in_cep17 = _ghosts(cep17, her2, max_distance_px, crosstalk)
         ghosts_in_her2 = _ghosts(her2, cep17, max_distance_px, crosstalk)

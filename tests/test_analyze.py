@@ -228,6 +228,12 @@ def test_nuclei_under_broadband_debris_are_excluded(field):
         result.spots["y"] - target["centroid_y"], result.spots["x"] - target["centroid_x"]
     )
     assert not (near < 4).any()
+    # Probes expected to cluster together (co-amplification): the switch keeps the object
+    kept = analyze_image(image, params=AnalysisParams(remove_debris=False))
+    assert not (kept.cells["exclusion_reason"] == DEBRIS).any()
+    spots = kept.spots
+    close = np.hypot(spots["y"] - target["centroid_y"], spots["x"] - target["centroid_x"]) < 4
+    assert set(spots.loc[close & spots["is_cluster"], "channel"]) == {"her2", "cep17"}
 
 
 def test_synthetic_debris_excludes_only_the_nuclei_under_it():

@@ -98,3 +98,14 @@ def test_crosstalk_switch_reaches_the_analysis():
     assert AnalysisParams.from_dict(off.to_dict()) == off
     with pytest.raises(ValueError, match=r"spots\.remove_crosstalk"):
         parse_pipeline({"name": "x", "spots": {"remove_crosstalk": "no"}})
+
+
+def test_debris_switch_reaches_the_analysis():
+    default = parse_pipeline({"name": "x"}).analysis
+    off = parse_pipeline({"name": "x", "spots": {"remove_debris": False}}).analysis
+    assert default.remove_debris
+    assert not off.remove_debris
+    assert default.digest() != off.digest()
+    assert AnalysisParams.from_dict(off.to_dict()) == off
+    with pytest.raises(ValueError, match=r"spots\.remove_debris"):
+        parse_pipeline({"name": "x", "spots": {"remove_debris": 1}})
