@@ -6,7 +6,9 @@ heavier tails. This script draws fields from a deliberately different, minimal g
 plain elliptical nuclei, signals with a Moffat profile (``beta`` 2.5 = heavy tails, 10 =
 nearly Gaussian), Poisson and read noise on a camera offset of 100, uint16. Half of the
 nuclei hold one HER2 cluster of 6-15 copies. It reports count errors against the exact
-truth, with ``cluster_copy_brightness`` at 1.0 (default) and at 1.15 (a calibration).
+truth, with ``cluster_copy_brightness`` at 1.0 (default) and at 1.15 (a calibration), and
+then, for nearly Gaussian signals (beta 10), how they change with the signals' size
+(0.25-0.7 um FWHM) and brightness (20-200 photons at the peak).
 
 Usage::
 
@@ -59,6 +61,11 @@ COLUMNS = [
 ]
 
 
+SWEEP_PEAKS = (20.0, 60.0, 200.0)
+SWEEP_FWHM_UM = (0.25, 0.35, 0.5, 0.7)
+SWEEP_COLUMNS = ["peak", "fwhm_um", "seed", *COLUMNS[3:]]
+
+
 def _nuclei(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[float, ...]]]:
     """Non-overlapping elliptical nuclei: labels and (cy, cx, a, b, angle) in pixels."""
     yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
@@ -95,12 +102,14 @@ def _add_moffat(image: np.ndarray, y: float, x: float, flux: float, alpha: float
     image[rows, cols] += flux * profile / profile.sum()
 
 
-def make_moffat_field(seed: int, beta: float) -> tuple[FishImage, np.ndarray, pd.DataFrame]:
+def make_moffat_field(
+    seed: int, beta: float, *, peak: float = PEAK, fwhm_um: float = FWHM_UM
+) -> tuple[FishImage, np.ndarray, pd.DataFrame]:
     """One field: the image, the true nucleus labels and the true counts per label."""
     rng = np.random.default_rng(seed)
     labels, shapes = _nuclei(rng)
-    alpha = FWHM_UM / PIXEL_UM / (2 * math.sqrt(2 ** (1 / beta) - 1))
-    flux = PEAK * math.pi * alpha**2 / (beta - 1)  # a signal's light, peak PEAK
+    alpha = fwhm_um / PIXEL_UM / (2 * math.sqrt(2 ** (1 / beta) - 1))
+    flux = peak * math.pi * alpha**2 / (beta - 1)  # a signal's light, peak ``peak``
     her2 = np.zeros((SIZE, SIZE), np.float32)
     cep17 = np.zeros((SIZE, SIZE), np.float32)
     truth = []
@@ -181,11 +190,27 @@ def main(argv=None) -> int:
                 row = {"beta": beta, "seed": seed, "copy_brightness": copy_brightness}
                 rows.append(row | evaluate(image, labels, truth, copy_brightness))
                 print(format_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
+    sizes = []
+    for peak in SWEEP_PEAKS[1:2] if args.quick else SWEEP_PEAKS:
+        for fwhm_um in SWEEP_FWHM_UM:
+            for seed in seeds:
+                image, labels, truth = make_moffat_field(seed, 10.0, peak=peak, fwhm_um=fwhm_um)
+                row = {"peak": peak, "fwhm_um": fwhm_um, "seed": seed}
+                sizes.append(row | evaluate(image, labels, truth, 1.0))
+                print(format_table(sizes[-1:], SWEEP_COLUMNS).splitlines()[-1], flush=True)
     elapsed = time.perf_counter() - start
-    print(f"\n{len(rows)} analyses of {SIZE}x{SIZE} fields in {elapsed:.0f} s\n")
+    print(f"\n{len(rows) + len(sizes)} analyses of {SIZE}x{SIZE} fields in {elapsed:.0f} s\n")
     print(format_table(rows, COLUMNS))
+    print("\nNearly Gaussian signals (beta 10) of other sizes and brightness (peak photons):")
+    print(format_table(sizes, SWEEP_COLUMNS))
     settings = {"size": SIZE, "pixel_um": PIXEL_UM, "fwhm_um": FWHM_UM, "peak": PEAK}
-    document = {"benchmark": "psf_tails", "machine": info, "settings": settings, "rows": rows}
+    document = {
+        "benchmark": "psf_tails",
+        "machine": info,
+        "settings": settings,
+        "rows": rows,
+        "size_rows": sizes,
+    }
     path = write_results(results_path("psf_tails", args.quick, args.out), document)
     print(f"\nWrote {path}")
     return 0
