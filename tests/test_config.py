@@ -89,23 +89,13 @@ def test_digest_changes_with_any_parameter():
     assert AnalysisParams.from_dict(changed.to_dict()) == changed
 
 
-def test_crosstalk_switch_reaches_the_analysis():
+@pytest.mark.parametrize("switch", ["remove_crosstalk", "remove_debris"])
+def test_spot_switches_reach_the_analysis(switch):
     default = parse_pipeline({"name": "x"}).analysis
-    off = parse_pipeline({"name": "x", "spots": {"remove_crosstalk": False}}).analysis
-    assert default.remove_crosstalk
-    assert not off.remove_crosstalk
+    off = parse_pipeline({"name": "x", "spots": {switch: False}}).analysis
+    assert getattr(default, switch)
+    assert not getattr(off, switch)
     assert default.digest() != off.digest()
     assert AnalysisParams.from_dict(off.to_dict()) == off
-    with pytest.raises(ValueError, match=r"spots\.remove_crosstalk"):
-        parse_pipeline({"name": "x", "spots": {"remove_crosstalk": "no"}})
-
-
-def test_debris_switch_reaches_the_analysis():
-    default = parse_pipeline({"name": "x"}).analysis
-    off = parse_pipeline({"name": "x", "spots": {"remove_debris": False}}).analysis
-    assert default.remove_debris
-    assert not off.remove_debris
-    assert default.digest() != off.digest()
-    assert AnalysisParams.from_dict(off.to_dict()) == off
-    with pytest.raises(ValueError, match=r"spots\.remove_debris"):
-        parse_pipeline({"name": "x", "spots": {"remove_debris": 1}})
+    with pytest.raises(ValueError, match=rf"spots\.{switch}"):
+        parse_pipeline({"name": "x", "spots": {switch: "no"}})
