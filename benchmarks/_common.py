@@ -158,6 +158,14 @@ def write_results(path: Path, document: dict[str, Any]) -> Path:
     return write_json(document, path)
 
 
+def publish(document: dict[str, Any], args: Any, suffix: str = "") -> int:
+    """Write a benchmark's ``document`` to its results file (named by its ``benchmark``
+    key; ``args`` from :func:`parse_args`), say where, and return the exit status."""
+    path = write_results(results_path(document["benchmark"], args.quick, args.out), document)
+    print(f"\nWrote {path}{suffix}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- tables
 
 

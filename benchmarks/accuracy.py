@@ -34,9 +34,8 @@ from _common import (
     machine_info,
     machine_line,
     parse_args,
-    results_path,
+    publish,
     verdict,
-    write_results,
 )
 
 from ishcount.analyze import analyze_image
@@ -412,9 +411,7 @@ def main(argv=None) -> int:
         "target_summary": targets,
         "peer_figures": PEER_FIGURES,
     }
-    path = write_results(results_path("accuracy", args.quick, args.out), document)
-    print(f"\nWrote {path}")
-    return 0
+    return publish(document, args)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ from _common import (
     machine_info,
     machine_line,
     parse_args,
-    results_path,
-    write_results,
+    publish,
 )
 
 from ishcount.analyze import AnalysisParams, analyze_image
@@ -211,9 +210,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "size_rows": sizes,
     }
-    path = write_results(results_path("psf_tails", args.quick, args.out), document)
-    print(f"\nWrote {path}")
-    return 0
+    return publish(document, args)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,9 @@ from _common import (
     machine_line,
     parse_args,
     peak_memory,
-    results_path,
+    publish,
     summarize_times,
     timed,
-    write_results,
 )
 from throughput import measure, summarize, write_batch
 
@@ -189,9 +188,7 @@ def main(argv=None) -> int:
         "growth": slopes,
         "batch": {"shape": batch_shape, "rows": batch},
     }
-    path = write_results(results_path("scaling", args.quick, args.out), document)
-    print(f"\nWrote {path}")
-    return 0
+    return publish(document, args)
 
 
 if __name__ == "__main__":

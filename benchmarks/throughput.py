@@ -38,9 +38,8 @@ from _common import (
     machine_info,
     machine_line,
     parse_args,
-    results_path,
+    publish,
     summarize_times,
-    write_results,
 )
 
 from ishcount.analyze import analyze_image
@@ -201,9 +200,7 @@ def main(argv=None) -> int:
         "speedup_2_workers": rows[-1]["speedup"],
         "plain_pool_reference": plain,
     }
-    path = write_results(results_path("throughput", args.quick, args.out), document)
-    print(f"\nWrote {path}")
-    return 0
+    return publish(document, args)
 
 
 if __name__ == "__main__":

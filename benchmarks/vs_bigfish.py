@@ -50,11 +50,10 @@ from _common import (
     machine_line,
     parse_args,
     peak_memory,
-    results_path,
+    publish,
     summarize_times,
     timed,
     verdict,
-    write_results,
 )
 
 from ishcount.analyze import analyze_image
@@ -453,9 +452,7 @@ def main(argv=None) -> int:
     print("\nAccuracy on the same truth (counts per truth-scorable nucleus):")
     print(format_table(document["accuracy"], ACCURACY_COLUMNS))
     document = {"benchmark": "vs_bigfish", "machine": info, "seconds": elapsed, **document}
-    path = write_results(results_path("vs_bigfish", args.quick, args.out), document)
-    print(f"\nWrote {path} ({elapsed:.0f} s)")
-    return 0
+    return publish(document, args, f" ({elapsed:.0f} s)")
 
 
 if __name__ == "__main__":
