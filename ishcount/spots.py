@@ -1574,9 +1574,9 @@ def _unresolved_split(footprint: np.ndarray, brightness: np.ndarray, ref) -> np.
     :data:`_UNRESOLVED_SIGNALS` signals).
 
     At high signal-to-noise the footprint test of :func:`_point_like` is tight, and such a
-    signal (0.5 um halves) failed it and, too dim for a cluster, was lost: 3 signals on a
-    clean 2048 field. Texture that wide rarely carries a signal's light and also has to
-    rise above its surroundings.
+    signal (halves up to 0.4 um apart at the default size) failed it and, too dim for a
+    cluster, was lost: 3 signals on a clean 2048 field. Texture that wide rarely carries a
+    signal's light and also has to rise above its surroundings.
     """
     if not (ref.footprint > 0):
         return np.zeros(len(footprint), dtype=bool)
