@@ -441,10 +441,14 @@ def analyze_image(
         )
         seconds[channel] = time.perf_counter() - start
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}
-    debris = pd.DataFrame(columns=["y", "x", "sigma"])
+    obscured = None
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
         if params.remove_debris:
+            # A nucleus under debris has signals hidden (a HER2 cluster under a particle
+            # goes with it), so it is excluded as a person scoring by eye would skip it.
             debris = broadband_debris(found["her2"], found["cep17"])
+            reach = 2 * debris["sigma"].to_numpy(float)
+            obscured = nuclei_near(labels, debris[["y", "x"]], reach)
         found["her2"], found["cep17"] = remove_broadband(
             found["her2"], found["cep17"], drop_debris=params.remove_debris
         )
@@ -468,9 +472,7 @@ def analyze_image(
         image=image.name,
         dapi=acquired["dapi"],
         roi=roi,
-        # A nucleus under debris has signals hidden (a HER2 cluster under a particle
-        # goes with it), so it is excluded as a person scoring by eye would skip it.
-        obscured=nuclei_near(labels, debris[["y", "x"]], 2 * debris["sigma"].to_numpy(float)),
+        obscured=obscured,
         params=count,
     )
     seconds["count"] = time.perf_counter() - start
