@@ -36,6 +36,11 @@ from ishcount.spots import (
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
 
 SIGNAL_CHANNELS = ("her2", "cep17")
+#: :func:`ishcount.detect_spots` settings that differ by probe unless given: a centromere
+#: probe does not cluster, so two bright touching CEP17 signals are counted as two unless
+#: their light clearly holds more (HER2: the copies the light implies, see
+#: :func:`ishcount.spots.estimate_cluster_copies`).
+PROBE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"cep17": {"cluster_min_excess": 1.5}}
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ class AnalysisParams:
         Keyword arguments of :func:`ishcount.segment_nuclei` (``spacing_um`` excluded:
         it comes from the image).
     her2, cep17 : mapping
-        Keyword arguments of :func:`ishcount.detect_spots` for each signal channel.
+        Keyword arguments of :func:`ishcount.detect_spots` for each signal channel; what
+        is not given takes :data:`PROBE_DEFAULTS`, then ``detect_spots``'s defaults.
     count : CountParams
         Which nuclei are scorable.
     project_z : bool
@@ -308,7 +314,7 @@ def _detect(
     """Detect one channel's signals (``acquired``: the channel as read); on a z projection,
     each keeps its brightest plane and cluster copies are measured around each cluster's
     focus in ``focus_stack``; only where ``measured`` (Y, X) is True when given."""
-    kwargs = dict(getattr(params, channel))
+    kwargs = {**PROBE_DEFAULTS.get(channel, {}), **getattr(params, channel)}
     kwargs.setdefault("saturated", clipped)
     if measured is not None:
         given = kwargs.get("mask")
