@@ -774,8 +774,8 @@ def single_signal_reference(
     centres it, and the reference is the mean intensity of the core within a factor 2 of
     that centre, taken as log-normal: ``exp(centre + spread**2 / 2)`` with the MAD of the
     core's log intensity as spread (below ten such spots, the plain mean within a factor
-    3). Copies add intensities, so the mean (not the mode)
-    of one copy is what a cluster's intensity must be divided by. When isolated spots
+    3). Copies add intensities, so the mean (not the mode) of one copy is what a
+    cluster's intensity must be divided by. When isolated spots
     are few, all spots are pooled; a caller with several small images of one case should
     pool spot tables and pass the result to :func:`detect_spots` as
     ``reference_intensity``.
@@ -814,6 +814,9 @@ def single_signal_reference(
     start = half_sample_mode(log_flux[narrow])
     centre = _biweight_centre(log_flux[narrow], start, _CENTRE_HALF_WIDTH)
     near = narrow & (np.abs(log_flux - centre) < _CORE_HALF_WIDTH)
+    if not near.any():  # two populations either side of the centre: keep the mode's
+        centre = start
+        near = narrow & (np.abs(log_flux - centre) < _CORE_HALF_WIDTH)
     reference_area = float(np.exp(np.median(log_area[near])))
     # Copies add intensities, so the reference is the population's mean, not its mode.
     # Single-signal brightness is log-normal: mean = exp(median + var / 2) of log intensity.
