@@ -200,30 +200,33 @@ def _resolve_sigma_um(spot_sigma_um: Any, ndim: int) -> np.ndarray:
     return sigma
 
 
-def _positive(value: Any, name: str, *, minimum: float = 0.0) -> float:
+def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if math.isinf(value) and value > 0 and name == "cluster_min_ratio":
-        return float(value)
-    if not math.isfinite(value) or value <= minimum:
-        raise ValueError(f"{name} must be a finite number above {minimum}, got {value!r}")
     return float(value)
+
+
+def _positive(value: Any, name: str, *, minimum: float = 0.0) -> float:
+    number = _number(value, name)
+    if math.isinf(number) and number > 0 and name == "cluster_min_ratio":
+        return number
+    if not math.isfinite(number) or number <= minimum:
+        raise ValueError(f"{name} must be a finite number above {minimum}, got {value!r}")
+    return number
 
 
 def _not_negative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value < 0:
+    number = _number(value, name)
+    if not math.isfinite(number) or number < 0:
         raise ValueError(f"{name} must be a finite number of at least 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def _fraction(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not 0 <= value < 1:
+    number = _number(value, name)
+    if not 0 <= number < 1:
         raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
-    return float(value)
+    return number
 
 
 # --------------------------------------------------------------------------- filtering
@@ -2139,7 +2142,7 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
     ref, footprint, isolated = _reference(
         spots, rises, setup, options["reference_intensity"], options["min_reference_spots"]
     )
-    region_of, clusters, crowded, unresolved = _cluster_rows(
+    region_of, clusters, (crowded, held), unresolved = _cluster_rows(
         raw, filtered, detection > limit, background, spots, coords, ref, setup, options
     )
     in_cluster = np.isin(region_of, clusters["region"]) if clusters else np.zeros(len(coords), bool)
@@ -2159,10 +2162,10 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
         min_spots=options["min_reference_spots"],
     )
     single |= _added_maxima(region_of, single, True, spots["peak"], unresolved, 1)
-    single |= _added_maxima(region_of, single, rises, spots["peak"], *crowded)
+    single |= _added_maxima(region_of, single, rises, spots["peak"], crowded, held)
     singles = {key: value[single] for key, value in spots.items()}
     singles["copies"] = np.ones(int(single.sum()), dtype=np.int64)
-    rows = _merge_singles(singles, setup, ref.intensity, np.isin(region_of[single], crowded[0]))
+    rows = _merge_singles(singles, setup, ref.intensity, np.isin(region_of[single], crowded))
     signal_sigma = setup.sigma_px * (measured_px / setup.sigma_px[-1])
     capture = _capture_fraction(
         setup.sigma_px, signal_sigma if np.isfinite(measured_px) else setup.sigma_px
