@@ -48,6 +48,7 @@ import os
 import re
 import secrets
 import threading
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,7 @@ __all__ = [
     "DEFAULT_CHANNEL_PATTERNS",
     "IMAGE_SUFFIXES",
     "LAZY_THRESHOLD_BYTES",
+    "MASK_NAME_PARTS",
     "RGB_CHANNELS",
     "ImageSource",
     "atomic_write",
@@ -74,6 +76,7 @@ __all__ = [
     "parse_channels",
     "parse_spacing_um",
     "read_image",
+    "read_mask",
     "sha256_file",
     "write_json",
     "write_labels",
@@ -138,6 +141,11 @@ LAZY_THRESHOLD_BYTES: int = 256 * 2**20
 
 #: Name fragments of files that are never inputs: synthetic ground truth and ishcount outputs.
 _IGNORED_NAME_PARTS = (".truth_", ".labels.", ".ishcount.")
+
+#: Name fragments of the masks that go with a field, between its name and the extension:
+#: nucleus labels made elsewhere (``f1.nuclei.tif``; Cellpose saves ``f1_cp_masks.png``)
+#: and the region to score (``f1.roi.tif``, e.g. the invasive tumour a pathologist drew).
+MASK_NAME_PARTS: dict[str, tuple[str, ...]] = {"nuclei": (".nuclei", "_cp_masks"), "roi": (".roi",)}
 _MAX_UNLABELLED_CHANNELS = 4
 _UNKNOWN_AXES = "QI"
 _UNIT_TO_UM = {
@@ -175,6 +183,10 @@ class ImageSource:
         ``(channel, file)`` pairs, for a one-file-per-channel field.
     missing_channels : tuple of str
         Channels other fields of the folder have but this group lacks; reading it fails.
+    masks : tuple of (str, pathlib.Path)
+        ``(kind, file)`` pairs of the field's masks (:data:`MASK_NAME_PARTS`): ``"nuclei"``
+        (labels used instead of segmenting) and ``"roi"`` (the region to score); read
+        with :func:`read_mask`.
 
     Examples
     --------
@@ -187,6 +199,7 @@ class ImageSource:
     path: Path | None = None
     channel_paths: tuple[tuple[str, Path], ...] = ()
     missing_channels: tuple[str, ...] = field(default=())
+    masks: tuple[tuple[str, Path], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.path is None) == (not self.channel_paths):
@@ -199,6 +212,10 @@ class ImageSource:
     def paths(self) -> tuple[Path, ...]:
         """All files of this field."""
         return (self.path,) if self.path is not None else tuple(p for _, p in self.channel_paths)
+
+    def mask(self, kind: str) -> Path | None:
+        """The field's mask file of ``kind`` (``"nuclei"`` or ``"roi"``), if it has one."""
+        return dict(self.masks).get(kind)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> ImageSource:
@@ -400,7 +417,9 @@ def find_images(
     -----
     Hidden files (including the temporary files of :func:`atomic_write`), synthetic
     ground truth (names containing ``.truth_``) and ishcount outputs (``.labels.``,
-    ``.ishcount.``) are ignored.
+    ``.ishcount.``) are ignored. Masks named after a field (:data:`MASK_NAME_PARTS`, e.g.
+    ``b.nuclei.tif``, ``b_cp_masks.png``, ``b.roi.png``) are attached to it; a mask with
+    no field of its name is left out with a warning.
 
     Examples
     --------
@@ -410,6 +429,9 @@ def find_images(
     ...     _ = (folder / n).write_bytes(b"")
     >>> [(s.name, [p.name for p in s.paths]) for s in find_images(folder)]
     [('a', ['a.ome.tif']), ('b', ['b_DAPI.tif', 'b_her2.tif'])]
+    >>> _ = (folder / "a.roi.png").write_bytes(b"")
+    >>> find_images(folder)[0].mask("roi").name
+    'a.roi.png'
     """
     root = Path(folder)
     if not root.is_dir():
@@ -418,8 +440,18 @@ def find_images(
     singles: list[ImageSource] = []
     groups: dict[str, dict[str, Path]] = {}
     names: dict[str, str] = {}
+    masks: dict[str, dict[str, Path]] = {}
     for path in sorted(root.iterdir(), key=lambda p: p.name):
         if not _is_candidate(path):
+            continue
+        kind, stem = _mask_of(path.name)
+        if kind is not None:
+            found = masks.setdefault(stem.casefold(), {})
+            if kind in found:
+                raise ValueError(
+                    f"{path}: field {stem!r} already has a {kind} mask ({found[kind].name})"
+                )
+            found[kind] = path
             continue
         channel, stem = _match_channel_file(path.name, patterns)
         if channel is None:
@@ -437,7 +469,31 @@ def find_images(
         missing = tuple(ch for ch in CHANNELS if ch in expected and ch not in group)
         pairs = tuple((ch, group[ch]) for ch in CHANNELS if ch in group)
         singles.append(ImageSource(names[key], channel_paths=pairs, missing_channels=missing))
+    singles = [_with_masks(source, masks) for source in singles]
+    for found in masks.values():  # what no field took
+        for path in found.values():
+            warnings.warn(f"{path}: no field of this name in {root}; mask ignored", stacklevel=2)
     return sorted(singles, key=lambda s: (s.name.casefold(), s.name, s.path is None))
+
+
+def _mask_of(filename: str) -> tuple[str | None, str]:
+    """``(kind, field name)`` when ``filename`` is a mask (:data:`MASK_NAME_PARTS`)."""
+    lower = filename.lower()
+    suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), "")
+    end = len(filename) - len(suffix)
+    for kind, parts in MASK_NAME_PARTS.items():
+        for part in parts:
+            if suffix and lower[:end].endswith(part) and end > len(part):
+                return kind, filename[: end - len(part)]
+    return None, ""
+
+
+def _with_masks(source: ImageSource, masks: dict[str, dict[str, Path]]) -> ImageSource:
+    """``source`` with the masks named after it (removed from ``masks``)."""
+    found = masks.pop(source.name.casefold(), None)
+    if not found:
+        return source
+    return dataclasses.replace(source, masks=tuple(sorted(found.items())))
 
 
 def _is_candidate(path: Path) -> bool:
@@ -607,6 +663,88 @@ def read_image(
         name=src.name if name is None else str(name),
         metadata=metadata,
     )
+
+
+def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) -> np.ndarray:
+    """Read a field's nucleus labels or region of interest from a mask file.
+
+    Parameters
+    ----------
+    path : path
+        TIFF or PNG holding one 2D plane (singleton axes are dropped).
+    kind : {"nuclei", "roi"}
+        ``"nuclei"``: labels, 0 background and one whole number per nucleus (Cellpose,
+        StarDist, QuPath or hand-drawn), or a two-valued mask (0/1, 0/255) whose connected
+        objects are the nuclei. ``"roi"``: any number, non-zero inside the region.
+    shape : sequence of int
+        ``(Y, X)`` of the field the mask belongs to.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 labels, or a boolean mask (a region, or nuclei as connected objects), of
+        ``shape``; nucleus labels go on to :func:`ishcount.segment.prepare_labels`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: unreadable, not one plane, another size than the field, or (for
+        labels) values that are negative, beyond int32 or not whole numbers.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "f.roi.tif"
+    >>> tifffile.imwrite(path, np.array([[0, 255], [0, 0]], np.uint8))
+    >>> read_mask(path, kind="roi", shape=(2, 2)).tolist()
+    [[False, True], [False, False]]
+    >>> read_mask(path, kind="roi", shape=(3, 2))
+    Traceback (most recent call last):
+    ...
+    ValueError: ...f.roi.tif: the roi mask is 2x2 pixels, its field 3x2
+    """
+    if kind not in MASK_NAME_PARTS:
+        raise ValueError(f"kind must be one of {tuple(MASK_NAME_PARTS)}, got {kind!r}")
+    path = Path(path)
+    suffix = _check_file(path)
+    if suffix in _RASTER_CODECS:
+        data = _read_raster(path, _RASTER_CODECS[suffix], lazy=False)[1]
+    else:
+        data = _read_tiff(path, lazy=False)[1]
+    data = np.asarray(data)
+    if data.ndim > 2:  # a plane stored with singleton axes (1, Y, X) or (Y, X, 1)
+        data = data.reshape([n for n in data.shape if n != 1])
+    if data.ndim != 2:
+        raise ValueError(
+            f"{path}: a {kind} mask must be one 2D plane, got shape {data.shape} "
+            "(save it as a single-channel image)"
+        )
+    if data.shape != tuple(shape):
+        raise ValueError(
+            f"{path}: the {kind} mask is {data.shape[0]}x{data.shape[1]} pixels, its field "
+            f"{shape[0]}x{shape[1]}"
+        )
+    if data.dtype == bool:
+        return data
+    if not np.issubdtype(data.dtype, np.number):
+        raise ValueError(f"{path}: a {kind} mask must hold numbers, got {data.dtype}")
+    if kind == "roi":
+        return data != 0
+    whole = np.issubdtype(data.dtype, np.integer) or (
+        np.all(np.isfinite(data)) and np.all(data == np.round(data))
+    )
+    if not whole:
+        raise ValueError(f"{path}: nucleus labels must be whole numbers, got {data.dtype}")
+    if data.min() < 0 or data.max() > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"{path}: nucleus labels must lie in 0..{np.iinfo(np.int32).max}, found "
+            f"{data.min()}..{data.max()}"
+        )
+    inside = data != 0
+    values = data[inside]
+    if values.size and values.min() == values.max():  # a 0/255 mask: its objects are nuclei
+        return inside
+    return data.astype(np.int32)
 
 
 def _as_source(source: Any) -> ImageSource:

@@ -42,6 +42,7 @@ from ishcount.io import (
     atomic_write,
     find_images,
     read_image,
+    read_mask,
     sha256_file,
     write_json,
     write_labels,
@@ -101,6 +102,7 @@ class FieldRecord:
     seconds: float = 0.0
     spacing_um: tuple[float, ...] = ()
     channel_mapping: dict[str, int] | None = None
+    masks: dict[str, str] = field(default_factory=dict)  # kind -> path (one of files)
 
     @property
     def ok(self) -> bool:
@@ -233,8 +235,10 @@ def process_field(
     """
     start = time.perf_counter()
     field_dir = case_dir / "fields" / source.name
+    masks = {kind: str(path.resolve()) for kind, path in source.masks}
     try:
-        files = {str(p.resolve()): sha256_file(p) for p in source.paths}
+        inputs = (*source.paths, *(path for _, path in source.masks))
+        files = {str(p.resolve()): sha256_file(p) for p in inputs}
     except OSError as err:
         return FieldRecord(case, source.name, "failed", f"{source.paths[0]}: {err}")
     key = _field_key(files, config, options)
@@ -249,15 +253,23 @@ def process_field(
             n_scored=previous["n_scored"],
             spacing_um=tuple(previous["spacing_um"]),
             channel_mapping=previous["channel_mapping"],
+            masks=masks,
         )
     scratch = field_dir / "labels.tmp.npy"  # on-disk labels of a tiled image
     try:
-        image, result = _analyse(source, config, options, scratch)
-        _write_field(image, result, field_dir, case_dir)
+        image, result, roi = _analyse(source, config, options, scratch)
+        _write_field(image, result, field_dir, case_dir, roi)
     except Exception as err:
-        message = str(err) if str(source.paths[0]) in str(err) else f"{source.paths[0]}: {err}"
+        named = any(str(path) in str(err) for path in inputs)
+        message = str(err) if named else f"{source.paths[0]}: {err}"
         record = FieldRecord(
-            case, source.name, "failed", message, files, seconds=time.perf_counter() - start
+            case,
+            source.name,
+            "failed",
+            message,
+            files,
+            seconds=time.perf_counter() - start,
+            masks=masks,
         )
         field_dir.mkdir(parents=True, exist_ok=True)
         write_json({"key": key, "status": "failed", "error": message}, field_dir / FIELD_RECORD)
@@ -274,6 +286,7 @@ def process_field(
         seconds=time.perf_counter() - start,
         spacing_um=tuple(image.spacing_um),
         channel_mapping=dict(image.metadata.get("channel_mapping") or {}),
+        masks=masks,
     )
     write_json(
         {
@@ -311,10 +324,11 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 def _analyse(
     source: ImageSource, config: PipelineConfig, options: RunOptions, scratch: Path
-) -> tuple[FishImage, ImageResult]:
+) -> tuple[FishImage, ImageResult, np.ndarray | None]:
     """Read and analyse one field; an image over the tile size is analysed tile by tile,
     its labels kept in a memory-mapped ``scratch`` file so that memory stays bounded by
-    the tile, not the image."""
+    the tile, not the image. The field's masks (nucleus labels made elsewhere, a region
+    of interest) are read and passed on; the region is returned with the result."""
     image = read_image(
         source,
         channels=options.channels,
@@ -322,27 +336,46 @@ def _analyse(
         default_channels=config.channels,
         default_spacing_um=config.pixel_size_um,
     )
+    masks = {
+        kind: read_mask(path, kind=kind, shape=image.shape[-2:]) for kind, path in source.masks
+    }
+    nuclei, roi = masks.get("nuclei"), masks.get("roi")
     if max(image.shape[-2:]) > config.tile_size:
         scratch.parent.mkdir(parents=True, exist_ok=True)
         labels = np.lib.format.open_memmap(
             scratch, mode="w+", dtype=np.int32, shape=image.shape[-2:]
         )
         result = analyze_tiled(
-            image, params=config.analysis, tile_size=config.tile_size, labels_out=labels
+            image,
+            params=config.analysis,
+            tile_size=config.tile_size,
+            labels_out=labels,
+            labels=nuclei,
+            roi=roi,
         )
-        return image, result
-    return image, analyze_image(image, params=config.analysis)
+        return image, result, roi
+    return image, analyze_image(image, params=config.analysis, labels=nuclei, roi=roi), roi
 
 
-def _write_field(image: FishImage, result: ImageResult, field_dir: Path, case_dir: Path) -> None:
+def _write_field(
+    image: FishImage,
+    result: ImageResult,
+    field_dir: Path,
+    case_dir: Path,
+    roi: np.ndarray | None = None,
+) -> None:
     field_dir.mkdir(parents=True, exist_ok=True)
     (case_dir / "labels").mkdir(parents=True, exist_ok=True)
     write_table(result.cells, field_dir / "cells.csv")
     spots = result.spots.assign(image=result.name)
     write_table(spots, field_dir / "spots.csv")
-    write_labels(
-        result.labels, case_dir / "labels" / f"{result.name}.tif", spacing_um=result.spacing_um[-2:]
-    )
+    lateral = result.spacing_um[-2:]
+    write_labels(result.labels, case_dir / "labels" / f"{result.name}.tif", spacing_um=lateral)
+    roi_path = case_dir / "labels" / f"{result.name}.roi.tif"  # where napari's review reads it
+    if roi is not None:
+        write_labels(roi.astype(np.uint8), roi_path, spacing_um=lateral)
+    else:  # a region from an earlier run of this field no longer applies
+        roi_path.unlink(missing_ok=True)
     write_json(field_figures(image, result.labels, result.cells), field_dir / "figures.json")
 
 
@@ -423,9 +456,11 @@ def _join_csv(texts: Sequence[bytes], destination: Path) -> bool:
 
 
 def _image_entry(record: FieldRecord) -> dict[str, Any]:
+    masks = set(record.masks.values())
     return {
         "name": record.name,
-        "source": list(record.files),
+        "source": [path for path in record.files if path not in masks],
+        "masks": dict(record.masks),  # nuclei segmented elsewhere, region of interest
         "spacing_um": list(record.spacing_um),
         "channel_mapping": record.channel_mapping,
     }

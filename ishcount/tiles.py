@@ -107,6 +107,8 @@ def analyze_tiled(
     tile_size: int = 2048,
     workers: int = 1,
     labels_out: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    roi: np.ndarray | None = None,
 ) -> ImageResult:
     """Analyse a large image in overlapping tiles and join the results.
 
@@ -125,6 +127,11 @@ def analyze_tiled(
         :func:`numpy.lib.format.open_memmap` on disk: then nothing the size of the image
         is held in memory, only a tile's working set and the tables. Default: a new
         in-memory array.
+    labels : ndarray of int, shape (Y, X), optional
+        Nuclei segmented elsewhere, as for :func:`ishcount.analyze_image` (each tile gets
+        its part; a nucleus is taken from the tile that holds it whole).
+    roi : ndarray of bool, shape (Y, X), optional
+        Region to score, as for :func:`ishcount.analyze_image`.
 
     Returns
     -------
@@ -135,11 +142,12 @@ def analyze_tiled(
     params = params or AnalysisParams()
     tiles = plan_tiles(image.shape[-2:], tile_size, halo_for(params, image.spacing_um))
     start = time.perf_counter()
-    labels = _labels_array(labels_out, image.shape[-2:])
+    joined = _labels_array(labels_out, image.shape[-2:])
     cells, spots, crosstalk, detection = [], [], [], []
     next_label = 1
-    for tile, result in _analyse_tiles(image, tiles, params, workers):
-        kept_cells, kept_spots = _keep_owned(tile, result, labels, next_label)
+    masks = {"labels": labels, "roi": roi}
+    for tile, result in _analyse_tiles(image, tiles, params, workers, masks):
+        kept_cells, kept_spots = _keep_owned(tile, result, joined, next_label)
         next_label += len(kept_cells)
         cells.append(kept_cells)
         spots.append(kept_spots)
@@ -147,11 +155,11 @@ def analyze_tiled(
         detection.append(result.detection)
     cells_table = _join(cells, CELL_SCHEMA)
     spot_table = _join(spots, SPOT_SCHEMA)
-    spot_table = _drop_duplicates_outside(spot_table, labels)
+    spot_table = _drop_duplicates_outside(spot_table, joined)
     spot_table["spot_id"] = np.arange(len(spot_table), dtype=np.int64)
     return ImageResult(
         name=image.name,
-        labels=labels,
+        labels=joined,
         spots=conform(spot_table, SPOT_SCHEMA),
         cells=conform(cells_table.sort_values("label", ignore_index=True), CELL_SCHEMA),
         params=params,
@@ -183,10 +191,24 @@ def _combine(records: list[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 
 def _analyse_tiles(
-    image: FishImage, tiles: list[Tile], params: AnalysisParams, workers: int
+    image: FishImage,
+    tiles: list[Tile],
+    params: AnalysisParams,
+    workers: int,
+    masks: dict[str, np.ndarray | None],
 ) -> Iterator[tuple[Tile, ImageResult]]:
+    shape = tuple(image.shape[-2:])
+    for name, mask in masks.items():
+        if mask is not None and np.shape(mask) != shape:
+            raise ValueError(f"{name} must have shape {shape} (Y, X), got {np.shape(mask)}")
+
     def run(tile: Tile) -> ImageResult:
-        return analyze_image(crop(image, tile.outer), params=params)
+        y0, y1, x0, x1 = tile.outer
+        parts = {
+            name: None if mask is None else np.asarray(mask[y0:y1, x0:x1])
+            for name, mask in masks.items()
+        }
+        return analyze_image(crop(image, tile.outer), params=params, **parts)
 
     if workers <= 1:
         for tile in tiles:

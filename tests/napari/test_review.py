@@ -235,3 +235,25 @@ def test_saturated_signals_are_outlined_apart():
     white = transform_color(SATURATED_COLOR)[0]
     outlined = np.all(np.isclose(clusters.border_color, white), axis=1)
     np.testing.assert_array_equal(outlined, saturated)
+
+
+def test_a_region_given_to_a_batch_run_holds_through_the_review(tmp_path):
+    import imagecodecs
+
+    from ishcount.pipeline import run_batch
+    from ishcount.synthetic import make_case, write_case
+
+    case = make_case("group2", n_fields=1, shape=(320, 320), spacing_um=(0.16, 0.16), rng=4)
+    folder = tmp_path / "in" / "caseR"
+    write_case(case, folder)
+    name = case.fields[0].image.name
+    roi = np.zeros((320, 320), np.uint8)
+    roi[:, :160] = 1
+    (folder / f"{name}.roi.png").write_bytes(imagecodecs.png_encode(roi))
+    run_batch([folder], tmp_path / "out", workers=1)
+    session = load_reviewed_case(tmp_path / "out" / "caseR")
+    np.testing.assert_array_equal(session.field(name).roi, roi > 0)
+    cut = session.cells["exclusion_reason"] == "touches ROI edge"
+    assert cut.any()
+    session.recount(name)  # as after an edited signal: the region still applies
+    assert (session.cells["exclusion_reason"] == "touches ROI edge").sum() == cut.sum()
