@@ -376,7 +376,8 @@ def _write_field(
         write_labels(roi.astype(np.uint8), roi_path, spacing_um=lateral)
     else:  # a region from an earlier run of this field no longer applies
         roi_path.unlink(missing_ok=True)
-    write_json(field_figures(image, result.labels, result.cells), field_dir / "figures.json")
+    figures = field_figures(image, result.labels, result.cells, roi)
+    write_json(figures, field_dir / "figures.json")
 
 
 # ----------------------------------------------------------------------------- one case

@@ -33,6 +33,7 @@ OVERVIEW_MAX_PX = 900
 GALLERY_SIZE = 24
 SCORED_RGB = (255, 255, 255)
 EXCLUDED_RGB = (255, 176, 0)
+ROI_RGB = (0, 200, 255)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -147,7 +148,9 @@ def _block_max(plane: np.ndarray, step: int) -> np.ndarray:
     return out
 
 
-def field_figures(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> dict[str, Any]:
+def field_figures(
+    image: FishImage, labels: np.ndarray, cells: pd.DataFrame, roi: np.ndarray | None = None
+) -> dict[str, Any]:
     """Overview and nucleus gallery of one analysed field, as embeddable PNGs.
 
     Parameters
@@ -158,12 +161,15 @@ def field_figures(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> 
         Its nuclei.
     cells : pandas.DataFrame
         Its cell table (``label``, ``is_scored``, counts).
+    roi : ndarray of bool, shape (Y, X), optional
+        The region that was scored; outlined in the overview.
 
     Returns
     -------
     dict
-        ``overview`` (base64 PNG with scored nuclei outlined white and excluded ones amber),
-        ``step`` (downsampling factor) and ``gallery`` (scored nuclei: label, counts, PNG).
+        ``overview`` (base64 PNG with scored nuclei outlined white, excluded ones amber and
+        the region of interest, if any, light blue), ``step`` (downsampling factor) and
+        ``gallery`` (scored nuclei: label, counts, PNG).
     """
     step = max(1, math.ceil(max(labels.shape) / OVERVIEW_MAX_PX))
     limits = display_limits(image)
@@ -174,9 +180,13 @@ def field_figures(image: FishImage, labels: np.ndarray, cells: pd.DataFrame) -> 
     is_scored = np.isin(small, list(scored))
     rgb[edges & is_scored] = SCORED_RGB
     rgb[edges & ~is_scored] = EXCLUDED_RGB
+    if roi is not None:
+        region = np.asarray(roi, bool)[::step, ::step][: rgb.shape[0], : rgb.shape[1]]
+        rgb[find_boundaries(region, mode="inner")] = ROI_RGB
     return {
         "overview": base64.b64encode(encode_png(rgb)).decode("ascii"),
         "step": step,
+        "roi": roi is not None,
         "gallery": _gallery(image, labels, cells, limits, _boxes(labels, step)),
     }
 
@@ -489,6 +499,8 @@ def _field_section(name: str, figure: Mapping[str, Any]) -> str:
         f"<div class='field'><h2>Field {_e(name)}</h2>"
         f"<img class='overview' alt='field {_e(name)}' "
         f"src='data:image/png;base64,{figure['overview']}'>"
-        "<p>HER2 red, CEP17 green, DAPI blue; scored nuclei outlined white, excluded amber.</p>"
+        "<p>HER2 red, CEP17 green, DAPI blue; scored nuclei outlined white, excluded amber"
+        + ("; the region of interest light blue" if figure.get("roi") else "")
+        + ".</p>"
         f"<div class='gallery'>{gallery}</div></div>"
     )

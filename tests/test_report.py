@@ -35,6 +35,23 @@ def test_field_figures_outline_scored_and_excluded_nuclei():
     assert json.loads(json.dumps(figures)) == figures
 
 
+def test_the_region_of_interest_is_outlined_in_the_overview():
+    field = make_field("group5", shape=(256, 256), rng=3)
+    cells = pd.DataFrame({"label": np.unique(field.nuclei)[1:]})
+    cells["is_scored"] = True
+    cells["n_her2"], cells["n_cep17"], cells["n_her2_clusters"] = 2, 2, 0
+    roi = np.zeros((256, 256), bool)
+    roi[40:200, 30:180] = True
+
+    def blue(figures):
+        overview = imagecodecs.png_decode(__import__("base64").b64decode(figures["overview"]))
+        return (overview == (0, 200, 255)).all(axis=-1)
+
+    outlined = blue(field_figures(field.image, field.nuclei, cells, roi))
+    np.testing.assert_array_equal(outlined, find_boundaries(roi, mode="inner"))
+    assert not blue(field_figures(field.image, field.nuclei, cells)).any()
+
+
 def test_gallery_crops_hold_every_pixel_of_their_nucleus():
     # The gallery's boxes come from every 3rd pixel of a 2048 field's labels, widened by
     # the step: each must still hold its whole nucleus (and a nucleus smaller than the

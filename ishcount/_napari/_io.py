@@ -254,7 +254,7 @@ def write_case_files(
         if fld.roi is not None:
             write_labels(fld.roi.astype(np.uint8), case_dir / "labels" / f"{fld.name}.roi.tif")
         if fld.image is not None:
-            figures[fld.name] = report.field_figures(fld.image, fld.labels, fld.cells)
+            figures[fld.name] = report.field_figures(fld.image, fld.labels, fld.cells, fld.roi)
     write_table(session.cells, case_dir / "cells.csv")
     write_table(session.spots, case_dir / "spots.csv")
     report.write_case_report(case_dir, record, figures=figures)
