@@ -68,6 +68,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "LAZY_THRESHOLD_BYTES",
     "MASK_NAME_PARTS",
+    "MASK_SUFFIXES",
     "RGB_CHANNELS",
     "ImageSource",
     "atomic_write",
@@ -146,6 +147,8 @@ _IGNORED_NAME_PARTS = (".truth_", ".labels.", ".ishcount.")
 #: nucleus labels made elsewhere (``f1.nuclei.tif``; Cellpose saves ``f1_cp_masks.png``)
 #: and the region to score (``f1.roi.tif``, e.g. the invasive tumour a pathologist drew).
 MASK_NAME_PARTS: dict[str, tuple[str, ...]] = {"nuclei": (".nuclei", "_cp_masks"), "roi": (".roi",)}
+#: File name endings of masks: images, and GeoJSON polygons (QuPath's export).
+MASK_SUFFIXES: tuple[str, ...] = (*IMAGE_SUFFIXES, ".geojson")
 _MAX_UNLABELLED_CHANNELS = 4
 _UNKNOWN_AXES = "QI"
 _UNIT_TO_UM = {
@@ -442,9 +445,9 @@ def find_images(
     names: dict[str, str] = {}
     masks: dict[str, dict[str, Path]] = {}
     for path in sorted(root.iterdir(), key=lambda p: p.name):
-        if not _is_candidate(path):
-            continue
         kind, stem = _mask_of(path.name)
+        if not _is_candidate(path, MASK_SUFFIXES if kind else IMAGE_SUFFIXES):
+            continue
         if kind is not None:
             found = masks.setdefault(stem.casefold(), {})
             if kind in found:
@@ -479,7 +482,7 @@ def find_images(
 def _mask_of(filename: str) -> tuple[str | None, str]:
     """``(kind, field name)`` when ``filename`` is a mask (:data:`MASK_NAME_PARTS`)."""
     lower = filename.lower()
-    suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), "")
+    suffix = next((s for s in MASK_SUFFIXES if lower.endswith(s)), "")
     end = len(filename) - len(suffix)
     for kind, parts in MASK_NAME_PARTS.items():
         for part in parts:
@@ -496,11 +499,11 @@ def _with_masks(source: ImageSource, masks: dict[str, dict[str, Path]]) -> Image
     return dataclasses.replace(source, masks=tuple(sorted(found.items())))
 
 
-def _is_candidate(path: Path) -> bool:
+def _is_candidate(path: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
     name = path.name.lower()
     return (
         not name.startswith(".")
-        and name.endswith(IMAGE_SUFFIXES)
+        and name.endswith(suffixes)
         and not any(part in name for part in _IGNORED_NAME_PARTS)
         and path.is_file()
     )
@@ -671,11 +674,13 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
     Parameters
     ----------
     path : path
-        TIFF or PNG holding one 2D plane (singleton axes are dropped).
+        TIFF or PNG holding one 2D plane (singleton axes are dropped), or GeoJSON polygons
+        in pixel coordinates (QuPath's export of annotations or detections).
     kind : {"nuclei", "roi"}
         ``"nuclei"``: labels, 0 background and one whole number per nucleus (Cellpose,
         StarDist, QuPath or hand-drawn), or a two-valued mask (0/1, 0/255) whose connected
-        objects are the nuclei. ``"roi"``: any number, non-zero inside the region.
+        objects are the nuclei, or one polygon per nucleus. ``"roi"``: any number, non-zero
+        inside the region, or polygons (holes cut out).
     shape : sequence of int
         ``(Y, X)`` of the field the mask belongs to.
 
@@ -706,6 +711,8 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
     if kind not in MASK_NAME_PARTS:
         raise ValueError(f"kind must be one of {tuple(MASK_NAME_PARTS)}, got {kind!r}")
     path = Path(path)
+    if path.name.lower().endswith(".geojson"):
+        return _rasterise_geojson(path, kind, tuple(int(n) for n in shape))
     suffix = _check_file(path)
     if suffix in _RASTER_CODECS:
         data = _read_raster(path, _RASTER_CODECS[suffix], lazy=False)[1]
@@ -745,6 +752,52 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
     if values.size and values.min() == values.max():  # a 0/255 mask: its objects are nuclei
         return inside
     return data.astype(np.int32)
+
+
+def _rasterise_geojson(path: Path, kind: str, shape: tuple[int, int]) -> np.ndarray:
+    """Polygons of a GeoJSON file (pixel coordinates ``[x, y]`` from the image's top-left
+    corner, as QuPath exports them) as a region (``"roi"``: their union, holes cut out)
+    or as nucleus labels (``"nuclei"``: one label per feature, later ones on top; a QuPath
+    cell's ``nucleusGeometry`` rather than its cell outline)."""
+    from skimage.draw import polygon
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable GeoJSON file: {exc}") from exc
+    if isinstance(document, list):  # QuPath writes a bare list of features
+        features = document
+    elif isinstance(document, dict) and document.get("type") == "FeatureCollection":
+        features = document.get("features") or []
+    else:
+        features = [document]
+    region = np.zeros(shape, bool)
+    labels = np.zeros(shape, np.int32)
+    drawn = 0
+    for feature in features:
+        geometry = None
+        if isinstance(feature, dict):  # a QuPath cell carries its nucleus apart
+            nucleus = kind == "nuclei" and feature.get("nucleusGeometry")
+            geometry = nucleus or feature.get("geometry", feature)
+        kind_of = geometry.get("type") if isinstance(geometry, dict) else None
+        if kind_of not in ("Polygon", "MultiPolygon"):
+            continue  # points and lines enclose nothing
+        polygons = geometry["coordinates"]
+        shape_mask = np.zeros(shape, bool)
+        try:
+            for rings in [polygons] if kind_of == "Polygon" else polygons:
+                for index, ring in enumerate(rings):
+                    xy = np.asarray(ring, dtype=float).reshape(-1, 2) - 0.5  # to pixel centres
+                    rows, cols = polygon(xy[:, 1], xy[:, 0], shape)
+                    shape_mask[rows, cols] = index == 0  # the first ring is the outline
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{path}: a {kind_of} with unusable coordinates: {exc}") from exc
+        drawn += 1
+        region |= shape_mask
+        labels[shape_mask] = drawn
+    if drawn == 0:
+        raise ValueError(f"{path}: no Polygon or MultiPolygon in this GeoJSON file")
+    return region if kind == "roi" else labels
 
 
 def _as_source(source: Any) -> ImageSource:

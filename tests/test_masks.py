@@ -49,10 +49,12 @@ def test_masks_are_attached_to_their_field_and_are_no_fields(tmp_path):
     for name in ("a.ome.tif", "a.nuclei.tif", "b_DAPI.tif", "b_HER2.tif", "b_cp_masks.png"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "b.roi.png").write_bytes(b"x")
+    (tmp_path / "a.roi.geojson").write_text("{}")  # QuPath's polygons
+    (tmp_path / "notes.geojson").write_text("{}")  # neither a mask nor an image
     sources = {source.name: source for source in find_images(tmp_path)}
     assert sorted(sources) == ["a", "b"]
     assert sources["a"].mask("nuclei").name == "a.nuclei.tif"
-    assert sources["a"].mask("roi") is None
+    assert sources["a"].mask("roi").name == "a.roi.geojson"
     assert sources["b"].mask("nuclei").name == "b_cp_masks.png"
     assert sources["b"].mask("roi").name == "b.roi.png"
     (tmp_path / "c.roi.tif").write_bytes(b"x")
@@ -87,6 +89,59 @@ def test_read_mask_checks_what_it_reads(tmp_path):
     (tmp_path / "bad.roi.tif").write_bytes(b"II*\x00 not a tiff")
     with pytest.raises(ValueError, match=r"bad\.roi\.tif"):
         read_mask(tmp_path / "bad.roi.tif", kind="roi", shape=(2, 2))
+
+
+def square(x0, y0, x1, y1):
+    """A closed GeoJSON ring of a rectangle (pixel-corner coordinates, x first)."""
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+
+
+def test_geojson_polygons_are_rasterised(tmp_path):
+    region = {
+        "type": "FeatureCollection",
+        "features": [
+            {  # an annotation with a hole, and a line that encloses nothing
+                "type": "Feature",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [square(2, 1, 8, 6), square(4, 3, 6, 5)],
+                },
+            },
+            {
+                "type": "Feature",
+                "geometry": {"type": "LineString", "coordinates": [[0, 0], [9, 9]]},
+            },
+        ],
+    }
+    (tmp_path / "f.roi.geojson").write_text(json.dumps(region))
+    roi = read_mask(tmp_path / "f.roi.geojson", kind="roi", shape=(8, 10))
+    expected = np.zeros((8, 10), bool)
+    expected[1:6, 2:8] = True  # pixels whose centres lie inside the outline
+    expected[3:5, 4:6] = False  # and not inside the hole
+    np.testing.assert_array_equal(roi, expected)
+
+    # QuPath's cells: the nucleus outline, not the cell's, one label each
+    cells = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [square(0, 0, 10, 8)]},
+            "nucleusGeometry": {"type": "Polygon", "coordinates": [square(1, 1, 4, 4)]},
+        },
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square(6, 2, 9, 7)]}},
+    ]
+    (tmp_path / "f.nuclei.geojson").write_text(json.dumps(cells))
+    labels = read_mask(tmp_path / "f.nuclei.geojson", kind="nuclei", shape=(8, 10))
+    assert labels[1:4, 1:4].tolist() == [[1] * 3] * 3
+    assert labels[2:7, 6:9].tolist() == [[2] * 3] * 5
+    assert (labels > 0).sum() == 9 + 15
+    (tmp_path / "g.roi.geojson").write_text(json.dumps({"type": "Point", "coordinates": [1, 1]}))
+    with pytest.raises(ValueError, match=r"g\.roi\.geojson: no Polygon"):
+        read_mask(tmp_path / "g.roi.geojson", kind="roi", shape=(8, 10))
+    (tmp_path / "h.roi.geojson").write_text("{not json")
+    with pytest.raises(ValueError, match=r"h\.roi\.geojson: not a readable GeoJSON"):
+        read_mask(tmp_path / "h.roi.geojson", kind="roi", shape=(8, 10))
+    with pytest.warns(UserWarning, match="mask ignored"):
+        assert find_images(tmp_path) == []  # masks alone make no field
 
 
 def test_run_uses_nuclei_segmented_elsewhere(case_folder, tmp_path):
