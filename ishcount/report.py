@@ -421,8 +421,9 @@ def render_html(record: Mapping[str, Any], figures: Mapping[str, Mapping[str, An
     parts.append(_items("Why", result.get("reasons") or []))
     parts.append(_quality_table(record.get("quality_flags") or []))
     parts.append(_fields_table(record.get("fields") or [], summary))
+    masks = {entry.get("name"): entry.get("masks") or {} for entry in record.get("images") or []}
     for name, figure in figures.items():
-        parts.append(_field_section(name, figure))
+        parts.append(_field_section(name, figure, masks.get(name) or {}))
     parts.append(_review_section(record.get("review") or {}))
     prov = record.get("provenance") or {}
     parts.append(
@@ -487,7 +488,10 @@ def _fields_table(fields: Sequence[Mapping[str, Any]], summary: Mapping[str, Any
     )
 
 
-def _field_section(name: str, figure: Mapping[str, Any]) -> str:
+_MASK_WORDS = {"nuclei": "nuclei segmented elsewhere", "roi": "region of interest"}
+
+
+def _field_section(name: str, figure: Mapping[str, Any], masks: Mapping[str, str]) -> str:
     gallery = "".join(
         f"<figure><img alt='nucleus {g['label']}' src='data:image/png;base64,{g['png']}'>"
         f"<figcaption>#{g['label']}: HER2 {g['n_her2']}, CEP17 {g['n_cep17']}"
@@ -502,5 +506,9 @@ def _field_section(name: str, figure: Mapping[str, Any]) -> str:
         "<p>HER2 red, CEP17 green, DAPI blue; scored nuclei outlined white, excluded amber"
         + ("; the region of interest light blue" if figure.get("roi") else "")
         + ".</p>"
-        f"<div class='gallery'>{gallery}</div></div>"
+        + "".join(
+            f"<p>{_MASK_WORDS.get(kind, _e(kind)).capitalize()}: {_e(Path(path).name)}</p>"
+            for kind, path in sorted(masks.items())
+        )
+        + f"<div class='gallery'>{gallery}</div></div>"
     )

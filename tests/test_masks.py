@@ -182,7 +182,9 @@ def test_region_of_interest_limits_scoring_and_reaches_the_review(case_folder, t
     assert (cells.loc[cells["is_scored"], "centroid_x"] < SHAPE[1] // 2).all()
     stored = tifffile.imread(case_dir / "labels" / f"{first}.roi.tif").astype(bool)
     np.testing.assert_array_equal(stored, roi > 0)
-    assert "the region of interest light blue" in (case_dir / "report.html").read_text()
+    page = (case_dir / "report.html").read_text()
+    assert "the region of interest light blue" in page
+    assert f"Region of interest: {first}.roi.png" in page
 
     # the region is an input: removing it recomputes the field and drops the stored region
     (folder / f"{first}.roi.png").unlink()

@@ -175,6 +175,8 @@ def _image_entry(fld: ReviewField, case_dir: Path) -> dict[str, Any]:
         _write_image_copy(fld.image, case_dir / entry["source"][0])
     if fld.image is not None and "channel_mapping" in fld.image.metadata:
         entry["channel_mapping"] = dict(fld.image.metadata["channel_mapping"])
+    if fld.masks:  # nuclei segmented elsewhere, region of interest (ishcount run)
+        entry["masks"] = dict(fld.masks)
     return entry
 
 
@@ -334,7 +336,8 @@ def _load_field(entry: dict[str, Any], case_dir: Path, cells, spots) -> ReviewFi
     field_cells = cells[cells["image"] == name].reset_index(drop=True)
     field_spots = spots[spots["image"] == name].drop(columns="image").reset_index(drop=True)
     spacing = tuple(float(s) for s in entry["spacing_um"])
-    return ReviewField(name, labels, field_spots, field_cells, spacing, image, roi)
+    masks = dict(entry.get("masks") or {})
+    return ReviewField(name, labels, field_spots, field_cells, spacing, image, roi, masks)
 
 
 def load_reviewed_case(case_dir: PathLike) -> ReviewSession:

@@ -114,6 +114,9 @@ class ReviewField:
         The image, when available (its DAPI is used to re-check overlapping nuclei).
     roi : ndarray of bool, shape (Y, X), or None
         Region scored.
+    masks : dict of str to str
+        Mask files a batch run took for this field (``"nuclei"``, ``"roi"``: path), kept
+        in the exported case record.
     """
 
     name: str
@@ -123,6 +126,7 @@ class ReviewField:
     spacing_um: tuple[float, ...]
     image: FishImage | None = None
     roi: np.ndarray | None = None
+    masks: dict[str, str] = field(default_factory=dict)
 
     @property
     def ndim(self) -> int:

@@ -257,3 +257,8 @@ def test_a_region_given_to_a_batch_run_holds_through_the_review(tmp_path):
     assert cut.any()
     session.recount(name)  # as after an edited signal: the region still applies
     assert (session.cells["exclusion_reason"] == "touches ROI edge").sum() == cut.sum()
+    case_dir = tmp_path / "out" / "caseR"
+    write_reviewed_case(case_dir, session)  # the export still names the mask
+    record = json.loads((case_dir / "case.json").read_text())
+    assert record["images"][0]["masks"] == {"roi": str((folder / f"{name}.roi.png").resolve())}
+    assert f"Region of interest: {name}.roi.png" in (case_dir / "report.html").read_text()
