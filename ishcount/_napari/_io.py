@@ -37,7 +37,7 @@ from ishcount.io import (
 from ishcount.synthetic import make_field
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform
 
-from ._layers import LayerData, image_layer_data, result_layer_data
+from ._layers import LayerData, image_layer_data, result_layer_data, roi_layer_data
 from ._review import ReviewEdit, ReviewField, ReviewSession
 
 CASE_FILE = "case.json"
@@ -94,6 +94,7 @@ def read_case_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
         field_layers = (
             image_layer_data(fld.image, n_fields=len(session.fields)) if fld.image else []
         )
+        field_layers += roi_layer_data(session, fld.name)  # the region a batch run was given
         field_layers += result_layer_data(session, fld.name)
         for _, kwargs, _ in field_layers:
             kwargs["visible"] = index == 0  # one field at a time; the widget switches

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
 
 from ishcount.image import FishImage
 
@@ -169,6 +171,41 @@ def _points_kwargs(session: ReviewSession, field: str, kind: str, features: pd.D
             "anchor": "upper_left",
         }
     return kwargs
+
+
+#: Outline colour of a region of interest (as in the report's overview).
+ROI_COLOR = "#00c8ff"
+
+
+def roi_layer_data(session: ReviewSession, field: str) -> list[LayerData]:
+    """Return the outline of a field's region of interest as a labels layer (none without one).
+
+    Examples
+    --------
+    >>> from ishcount.synthetic import make_field
+    >>> from ishcount.analyze import analyze_image
+    >>> image = make_field("group5", shape=(192, 192), rng=2).image
+    >>> roi = np.zeros((192, 192), bool); roi[20:150, 30:170] = True
+    >>> result = analyze_image(image, roi=roi)
+    >>> session = ReviewSession.from_results([result], images=[image], rois=[roi])
+    >>> [(kw["name"], int(data.sum())) for data, kw, _ in roi_layer_data(session, "field")]
+    [('region of interest', 1064)]
+
+    (536 pixels along the 130 x 140 box's edge and 528 inside them.)
+    """
+    fld = session.field(field)
+    if fld.roi is None:
+        return []
+    inner = find_boundaries(fld.roi, mode="inner")
+    outline = (inner | ndi.binary_dilation(inner) & fld.roi).astype(np.uint8)  # 2 px wide
+    kwargs = {
+        "name": layer_name("region of interest", field, len(session.fields)),
+        "colormap": {None: "transparent", 0: "transparent", 1: ROI_COLOR},
+        "scale": tuple(fld.spacing_um[-2:]),
+        "units": "µm",
+        "metadata": {"ishcount": {"field": field, "role": "roi"}},
+    }
+    return [(outline, kwargs, "labels")]
 
 
 def result_layer_data(session: ReviewSession, field: str) -> list[LayerData]:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ishcount._napari._io import load_reviewed_case, write_reviewed_case
+from ishcount._napari._io import load_reviewed_case, read_case_layers, write_reviewed_case
 from ishcount._napari._review import EXCLUDED_BY_REVIEWER, ReviewSession, summary_rows
 from ishcount.analyze import analyze_image
 from ishcount.assign import DEBRIS, assign_spots, count_spots
@@ -258,6 +258,11 @@ def test_a_region_given_to_a_batch_run_holds_through_the_review(tmp_path):
     session.recount(name)  # as after an edited signal: the region still applies
     assert (session.cells["exclusion_reason"] == "touches ROI edge").sum() == cut.sum()
     case_dir = tmp_path / "out" / "caseR"
+    layers = {kwargs["name"]: (data, kind) for data, kwargs, kind in read_case_layers(case_dir)}
+    outline, kind = layers["region of interest"]  # shown when the case is opened for review
+    assert kind == "labels"
+    assert outline[:, 158:160].all()  # a 2 px line along the region's edge, inside it
+    assert outline[:, 160:].sum() == 0
     write_reviewed_case(case_dir, session)  # the export still names the mask
     record = json.loads((case_dir / "case.json").read_text())
     assert record["images"][0]["masks"] == {"roi": str((folder / f"{name}.roi.png").resolve())}
