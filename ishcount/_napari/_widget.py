@@ -58,6 +58,8 @@ from ._layers import (
 from ._review import SIGNAL_KINDS, ReviewSession, summary_rows
 
 NONE = "(none)"
+#: The nuclei choice that segments DAPI; the others are 2D Labels layers (Cellpose, StarDist).
+SEGMENT = "segment DAPI (ishcount)"
 TABLE_COLUMNS = ("label", "state", "n_her2", "n_cep17", "area_um2", "exclusion_reason")
 _CHANNEL_HINTS = {"dapi": ("dapi", "hoechst", "nuc"), "her2": ("her2", "erbb2"), "cep17": ("cep",)}
 
@@ -90,9 +92,15 @@ def roi_mask(shapes: Shapes, image: Image, shape_yx: tuple[int, int]) -> np.ndar
 
 
 @thread_worker
-def _analyse(image: FishImage, params: Any, roi: np.ndarray | None, options: dict[str, Any]):
+def _analyse(
+    image: FishImage,
+    params: Any,
+    roi: np.ndarray | None,
+    options: dict[str, Any],
+    nuclei: np.ndarray | None = None,
+):
     yield "segmenting nuclei and detecting signals"
-    result = analyze_image(image, params=params, roi=roi)
+    result = analyze_image(image, params=params, labels=nuclei, roi=roi)
     yield "scoring the case"
     session = ReviewSession.from_results(
         [result], images=[image], rois=[roi], params=params, **options
@@ -136,6 +144,9 @@ class IshcountWidget(QWidget):
         self.channel_boxes = {ch: QComboBox() for ch in ("dapi", "her2", "cep17")}
         for channel, box in self.channel_boxes.items():
             form.addRow(f"{channel.upper()} layer", box)
+        self.nuclei_box = QComboBox()
+        self.nuclei_box.setToolTip("Segment DAPI, or take the nuclei of a Labels layer")
+        form.addRow("Nuclei", self.nuclei_box)
         self.pipeline_box = QComboBox()
         self.pipeline_box.addItems(available_pipelines())
         self.pipeline_box.setCurrentText(DEFAULT_PIPELINE)
@@ -229,6 +240,17 @@ class IshcountWidget(QWidget):
         self.roi_box.clear()
         self.roi_box.addItems([NONE, *shapes])
         self.roi_box.setCurrentText(current if current in shapes else NONE)
+        labels = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels) and layer.ndim == 2
+        ]
+        current = self.nuclei_box.currentText()
+        self.nuclei_box.blockSignals(True)
+        self.nuclei_box.clear()
+        self.nuclei_box.addItems([SEGMENT, *labels])
+        self.nuclei_box.setCurrentText(current if current in labels else SEGMENT)
+        self.nuclei_box.blockSignals(False)
 
     def _on_layer_inserted(self, event: Event) -> None:
         self._refresh_choices()
@@ -305,6 +327,20 @@ class IshcountWidget(QWidget):
         )
         return params.with_count(min_area_um2=float(self.area_spin.value())), config.rule_set
 
+    def _nuclei(self, image: FishImage) -> np.ndarray | None:
+        """The chosen Labels layer's nuclei (None: segment DAPI); they must fit the image."""
+        layer = self._layer(self.nuclei_box.currentText())
+        if layer is None:
+            return None
+        labels = np.asarray(layer.data)
+        if labels.shape != tuple(image.shape[-2:]):
+            raise ValueError(
+                f"the nuclei layer {layer.name!r} is {labels.shape[0]}x{labels.shape[1]} "
+                f"pixels, the image {image.shape[-2]}x{image.shape[-1]}: choose labels made "
+                "on this image"
+            )
+        return labels
+
     def _roi(self, image: FishImage) -> np.ndarray | None:
         shapes = self._layer(self.roi_box.currentText())
         if shapes is None:
@@ -319,6 +355,7 @@ class IshcountWidget(QWidget):
             image = self._image_from_layers()
             params, rule_set = self.analysis_params()
             roi = self._roi(image)
+            nuclei = self._nuclei(image)
         except ValueError as err:
             self.status_label.setText(str(err))
             return None
@@ -330,7 +367,7 @@ class IshcountWidget(QWidget):
         }
         self.run_button.setEnabled(False)
         self.progress.setValue(0)
-        worker = _analyse(image, params, roi, options)
+        worker = _analyse(image, params, roi, options, nuclei)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_analysed)
         worker.errored.connect(self._on_failed)

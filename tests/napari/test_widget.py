@@ -241,3 +241,30 @@ def test_multi_field_case_folder_is_reviewed_field_by_field(make_napari_viewer, 
     assert widget.session.summary.n_nuclei == before - 1
     assert widget.session.edits[-1].image == "f2"
     assert widget.table.rowCount() == len(widget.session.field("f2").cells)
+
+
+def test_nuclei_from_a_labels_layer_are_used(make_napari_viewer, qtbot):
+    # Nuclei segmented by another plugin (Cellpose, StarDist) are counted instead of
+    # ishcount's own segmentation: here the generator's true nuclei.
+    from ishcount._napari._layers import image_layer_data
+
+    field = make_field("group2", shape=(256, 256), rng=6)
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in image_layer_data(field.image):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    viewer.add_labels(field.nuclei, name="cellpose", scale=viewer.layers["DAPI"].scale)
+    widget = IshcountWidget(viewer)
+    assert widget.nuclei_box.currentText() == "segment DAPI (ishcount)"
+    widget.nuclei_box.setCurrentText("cellpose")
+    assert widget.run_analysis() is not None
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=TIMEOUT_MS)
+    used = widget.session.field(widget.field).labels
+    for label in np.unique(used[used > 0]):  # each nucleus is one of the given ones, whole
+        under = np.unique(field.nuclei[used == label])
+        assert len(under) == 1
+        np.testing.assert_array_equal(used == label, field.nuclei == under[0])
+
+    viewer.add_labels(np.zeros((100, 100), np.int32), name="other size")
+    widget.nuclei_box.setCurrentText("other size")
+    assert widget.run_analysis() is None
+    assert "the nuclei layer 'other size' is 100x100 pixels" in widget.status_label.text()
