@@ -72,6 +72,7 @@ __all__ = [
     "RGB_CHANNELS",
     "ImageSource",
     "atomic_write",
+    "field_masks",
     "find_images",
     "match_channel_names",
     "parse_channels",
@@ -449,12 +450,7 @@ def find_images(
         if not _is_candidate(path, MASK_SUFFIXES if kind else IMAGE_SUFFIXES):
             continue
         if kind is not None:
-            found = masks.setdefault(stem.casefold(), {})
-            if kind in found:
-                raise ValueError(
-                    f"{path}: field {stem!r} already has a {kind} mask ({found[kind].name})"
-                )
-            found[kind] = path
+            _add_mask(masks.setdefault(stem.casefold(), {}), kind, stem, path)
             continue
         channel, stem = _match_channel_file(path.name, patterns)
         if channel is None:
@@ -477,6 +473,42 @@ def find_images(
         for path in found.values():
             warnings.warn(f"{path}: no field of this name in {root}; mask ignored", stacklevel=2)
     return sorted(singles, key=lambda s: (s.name.casefold(), s.name, s.path is None))
+
+
+def field_masks(image_path: str | os.PathLike[str]) -> tuple[tuple[str, Path], ...]:
+    """The masks named after the field of one image file, in its folder (as :func:`find_images`
+    attaches them), as ``(kind, path)`` pairs.
+
+    Raises
+    ------
+    ValueError
+        If the field has two masks of one kind.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for n in ["s1.ome.tif", "s1.roi.geojson", "s2.nuclei.tif"]:
+    ...     _ = (folder / n).write_bytes(b"")
+    >>> [(kind, path.name) for kind, path in field_masks(folder / "s1.ome.tif")]
+    [('roi', 's1.roi.geojson')]
+    """
+    path = Path(image_path)
+    name = _field_name(path.name).casefold()
+    found: dict[str, Path] = {}
+    for other in sorted(path.parent.iterdir(), key=lambda p: p.name):
+        kind, stem = _mask_of(other.name)
+        if kind is None or stem.casefold() != name or not _is_candidate(other, MASK_SUFFIXES):
+            continue
+        _add_mask(found, kind, stem, other)
+    return tuple(sorted(found.items()))
+
+
+def _add_mask(found: dict[str, Path], kind: str, stem: str, path: Path) -> None:
+    """Note ``path`` as the field ``stem``'s mask of ``kind``; a second one is an error."""
+    if kind in found:
+        raise ValueError(f"{path}: field {stem!r} already has a {kind} mask ({found[kind].name})")
+    found[kind] = path
 
 
 def _mask_of(filename: str) -> tuple[str | None, str]:

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from ishcount.image import FishImage
 from ishcount.io import (
     ImageSource,
     atomic_write,
+    field_masks,
     find_images,
     read_image,
     read_mask,
@@ -174,7 +175,8 @@ def discover_cases(
     for item in inputs:
         path = Path(item)
         if path.is_file():
-            cases.append(Case(_stem(path), path.parent, (ImageSource.from_path(path),)))
+            source = replace(ImageSource.from_path(path), masks=field_masks(path))
+            cases.append(Case(_stem(path), path.parent, (source,)))
             continue
         if not path.is_dir():
             raise ValueError(f"{path}: no such file or folder")

@@ -12,7 +12,7 @@ import tifffile
 
 from ishcount.config import parse_pipeline
 from ishcount.io import find_images, read_mask
-from ishcount.pipeline import run_batch
+from ishcount.pipeline import discover_cases, run_batch
 from ishcount.synthetic import make_case, write_case
 
 SHAPE = (384, 384)
@@ -195,6 +195,17 @@ def test_region_of_interest_limits_scoring_and_reaches_the_review(case_folder, t
     assert pd.read_csv(case_dir / "fields" / first / "cells.csv")["is_scored"].sum() > len(
         cells[cells["is_scored"]]
     )
+
+
+def test_an_image_given_alone_takes_the_masks_beside_it(case_folder, tmp_path):
+    folder = copy_case(case_folder, tmp_path / "in" / "group5")
+    first = field_names(folder)[0]
+    shutil.copy(folder / f"{first}.truth_nuclei.tif", folder / f"{first}.nuclei.tif")
+    [case] = discover_cases([folder / f"{first}.ome.tif"])
+    assert case.sources[0].mask("nuclei") == folder / f"{first}.nuclei.tif"
+    run_batch([folder / f"{first}.ome.tif"], tmp_path / "out", workers=1)
+    used = tifffile.imread(tmp_path / "out" / first / "labels" / f"{first}.tif")
+    assert same_partition(used, tifffile.imread(folder / f"{first}.truth_nuclei.tif"))
 
 
 def test_a_bad_mask_fails_its_field_alone(case_folder, tmp_path):
