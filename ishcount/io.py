@@ -815,18 +815,22 @@ def _rasterise_geojson(path: Path, kind: str, shape: tuple[int, int]) -> np.ndar
         if kind_of not in ("Polygon", "MultiPolygon"):
             continue  # points and lines enclose nothing
         polygons = geometry["coordinates"]
-        shape_mask = np.zeros(shape, bool)
+        pixels = np.empty(0, np.intp)
         try:
             for rings in [polygons] if kind_of == "Polygon" else polygons:
-                for index, ring in enumerate(rings):
+                inside = []  # flat pixel indices: the outline's, then each hole's
+                for ring in rings:
                     xy = np.asarray(ring, dtype=float).reshape(-1, 2) - 0.5  # to pixel centres
                     rows, cols = polygon(xy[:, 1], xy[:, 0], shape)
-                    shape_mask[rows, cols] = index == 0  # the first ring is the outline
+                    inside.append(np.ravel_multi_index((rows, cols), shape))
+                if inside:  # the first ring is the outline, the others are holes
+                    kept = np.setdiff1d(inside[0], np.concatenate([pixels[:0], *inside[1:]]))
+                    pixels = np.union1d(pixels, kept)
         except (TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"{path}: a {kind_of} with unusable coordinates: {exc}") from exc
         drawn += 1
-        region |= shape_mask
-        labels[shape_mask] = drawn
+        region.flat[pixels] = True
+        labels.flat[pixels] = drawn
     if drawn == 0:
         raise ValueError(f"{path}: no Polygon or MultiPolygon in this GeoJSON file")
     return region if kind == "roi" else labels
