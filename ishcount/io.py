@@ -719,14 +719,14 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
     Returns
     -------
     numpy.ndarray
-        int32 labels, or a boolean mask (a region, or nuclei as connected objects), of
-        ``shape``; nucleus labels go on to :func:`ishcount.segment.prepare_labels`.
+        Sequential int32 labels (:func:`ishcount.segment.prepare_labels`, no size limit
+        yet), or a boolean mask (a region, or nuclei as connected objects), of ``shape``.
 
     Raises
     ------
     ValueError
         Naming the file: unreadable, not one plane, another size than the field, or (for
-        labels) values that are negative, beyond int32 or not whole numbers.
+        labels) values that are negative or not whole numbers.
 
     Examples
     --------
@@ -769,21 +769,16 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
         raise ValueError(f"{path}: a {kind} mask must hold numbers, got {data.dtype}")
     if kind == "roi":
         return data != 0
-    whole = np.issubdtype(data.dtype, np.integer) or (
-        np.all(np.isfinite(data)) and np.all(data == np.round(data))
-    )
-    if not whole:
-        raise ValueError(f"{path}: nucleus labels must be whole numbers, got {data.dtype}")
-    if data.min() < 0 or data.max() > np.iinfo(np.int32).max:
-        raise ValueError(
-            f"{path}: nucleus labels must lie in 0..{np.iinfo(np.int32).max}, found "
-            f"{data.min()}..{data.max()}"
-        )
     inside = data != 0
     values = data[inside]
-    if values.size and values.min() == values.max():  # a 0/255 mask: its objects are nuclei
+    if values.size and values.min() == values.max() > 0:  # a 0/255 mask: its objects are nuclei
         return inside
-    return data.astype(np.int32)
+    from ishcount.segment import prepare_labels  # checked where every label image is
+
+    try:
+        return prepare_labels(data, shape=data.shape, min_area_um2=None)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def _rasterise_geojson(path: Path, kind: str, shape: tuple[int, int]) -> np.ndarray:

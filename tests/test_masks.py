@@ -69,8 +69,8 @@ def test_read_mask_checks_what_it_reads(tmp_path):
     labels = np.array([[0, 3, 3], [0, 0, 7]], np.uint16)
     tifffile.imwrite(tmp_path / "f.nuclei.tif", labels[None])  # a singleton axis is dropped
     assert read_mask(tmp_path / "f.nuclei.tif", kind="nuclei", shape=(2, 3)).tolist() == [
-        [0, 3, 3],
-        [0, 0, 7],
+        [0, 1, 1],  # numbered from 1, as every label image the pipeline takes
+        [0, 0, 2],
     ]
     # a 0/255 mask: its connected objects are the nuclei (a boolean mask)
     (tmp_path / "m.nuclei.png").write_bytes(imagecodecs.png_encode((labels > 0) * np.uint8(255)))
@@ -81,7 +81,7 @@ def test_read_mask_checks_what_it_reads(tmp_path):
     with pytest.raises(ValueError, match=r"rgb\.roi\.tif: a roi mask must be one 2D plane"):
         read_mask(tmp_path / "rgb.roi.tif", kind="roi", shape=(2, 3))
     tifffile.imwrite(tmp_path / "neg.nuclei.tif", np.array([[0, -1], [2, 2]], np.int16))
-    with pytest.raises(ValueError, match=r"neg\.nuclei\.tif: nucleus labels must lie in 0\.\."):
+    with pytest.raises(ValueError, match=r"neg\.nuclei\.tif: labels must be >= 0"):
         read_mask(tmp_path / "neg.nuclei.tif", kind="nuclei", shape=(2, 2))
     tifffile.imwrite(tmp_path / "frac.nuclei.tif", np.array([[0, 1.5], [2, 2]], np.float32))
     with pytest.raises(ValueError, match=r"frac\.nuclei\.tif: .*whole numbers"):
