@@ -29,7 +29,9 @@ from ishcount.image import FishImage
 from ishcount.io import (
     IMAGE_SUFFIXES,
     ImageSource,
+    field_masks,
     read_image,
+    read_mask,
     sha256_file,
     write_labels,
     write_table,
@@ -37,7 +39,13 @@ from ishcount.io import (
 from ishcount.synthetic import make_field
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform
 
-from ._layers import LayerData, image_layer_data, result_layer_data, roi_layer_data
+from ._layers import (
+    LayerData,
+    image_layer_data,
+    mask_layer_data,
+    result_layer_data,
+    roi_layer_data,
+)
 from ._review import ReviewEdit, ReviewField, ReviewSession
 
 CASE_FILE = "case.json"
@@ -77,8 +85,15 @@ def _single(path: PathLike | list[PathLike]) -> Path:
 
 
 def read_image_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
-    """Read an image file into DAPI, HER2 and CEP17 layers with the pixel size as scale."""
-    return image_layer_data(read_image(_single(path)))
+    """Read an image file into DAPI, HER2 and CEP17 layers with the pixel size as scale,
+    and the masks named after its field (:func:`ishcount.io.field_masks`) into the labels
+    layers the widget offers as nuclei and region of interest."""
+    image = read_image(_single(path))
+    masks = {
+        kind: read_mask(mask, kind=kind, shape=image.shape[-2:])
+        for kind, mask in field_masks(_single(path))
+    }
+    return image_layer_data(image) + mask_layer_data(masks, image.spacing_um, image.name)
 
 
 def read_case_layers(path: PathLike | list[PathLike]) -> list[LayerData]:

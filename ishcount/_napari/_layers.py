@@ -175,6 +175,35 @@ def _points_kwargs(session: ReviewSession, field: str, kind: str, features: pd.D
 
 #: Outline colour of a region of interest (as in the report's overview).
 ROI_COLOR = "#00c8ff"
+#: Names of the layers a field's masks are read into (:func:`mask_layer_data`).
+MASK_LAYERS: dict[str, str] = {"nuclei": "given nuclei", "roi": "given ROI"}
+
+
+def mask_layer_data(
+    masks: dict[str, np.ndarray], spacing_um: tuple[float, ...], field: str
+) -> list[LayerData]:
+    """Return labels layers of a field's masks (``"nuclei"``, ``"roi"``), which the widget
+    offers as the nuclei to count and the region to score.
+
+    Examples
+    --------
+    >>> roi = np.zeros((4, 4), bool); roi[:2] = True
+    >>> [(kw["name"], int(d.sum())) for d, kw, _ in mask_layer_data({"roi": roi}, (0.1, 0.1), "f")]
+    [('given ROI', 8)]
+    """
+    layers: list[LayerData] = []
+    for kind, data in masks.items():
+        kwargs: dict[str, Any] = {
+            "name": MASK_LAYERS[kind],
+            "scale": tuple(spacing_um[-2:]),
+            "units": "µm",
+            "metadata": {"ishcount": {"field": field, "role": f"given {kind}"}},
+        }
+        if kind == "roi":
+            kwargs["colormap"] = {None: "transparent", 0: "transparent", 1: ROI_COLOR}
+            kwargs["opacity"] = 0.25
+        layers.append((np.asarray(data).astype(np.int32), kwargs, "labels"))
+    return layers
 
 
 def roi_layer_data(session: ReviewSession, field: str) -> list[LayerData]:

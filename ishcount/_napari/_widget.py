@@ -58,6 +58,13 @@ from ._layers import (
 from ._review import SIGNAL_KINDS, ReviewSession, summary_rows
 
 NONE = "(none)"
+
+
+def _role(layer: Any) -> str | None:
+    """The ``role`` ishcount gave a layer it made (None for others)."""
+    return layer.metadata.get("ishcount", {}).get("role")
+
+
 #: The nuclei choice that segments DAPI; the others are 2D Labels layers (Cellpose, StarDist).
 SEGMENT = "segment DAPI (ishcount)"
 TABLE_COLUMNS = ("label", "state", "n_her2", "n_cep17", "area_um2", "exclusion_reason")
@@ -161,7 +168,7 @@ class IshcountWidget(QWidget):
         self.ihc_box.currentTextChanged.connect(self._on_ihc_changed)
         form.addRow("IHC score", self.ihc_box)
         self.roi_box = QComboBox()
-        form.addRow("ROI (Shapes)", self.roi_box)
+        form.addRow("ROI", self.roi_box)
         self.reviewer_edit = QLineEdit()
         self.reviewer_edit.setPlaceholderText("name for the audit trail")
         self.reviewer_edit.textChanged.connect(self._on_reviewer_changed)
@@ -235,22 +242,29 @@ class IshcountWidget(QWidget):
             box.addItems([NONE, *names])
             box.setCurrentText(current if current in names else guess_layer(names, channel))
             box.blockSignals(False)
-        shapes = [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes)]
-        current = self.roi_box.currentText()
-        self.roi_box.clear()
-        self.roi_box.addItems([NONE, *shapes])
-        self.roi_box.setCurrentText(current if current in shapes else NONE)
+        regions = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Shapes) or _role(layer) == "given roi"
+        ]
+        self._refill(self.roi_box, [NONE, *regions], "given roi")
         labels = [
             layer.name
             for layer in self.viewer.layers
             if isinstance(layer, Labels) and layer.ndim == 2
         ]
-        current = self.nuclei_box.currentText()
-        self.nuclei_box.blockSignals(True)
-        self.nuclei_box.clear()
-        self.nuclei_box.addItems([SEGMENT, *labels])
-        self.nuclei_box.setCurrentText(current if current in labels else SEGMENT)
-        self.nuclei_box.blockSignals(False)
+        self._refill(self.nuclei_box, [SEGMENT, *labels], "given nuclei")
+
+    def _refill(self, box: QComboBox, names: list[str], given: str) -> None:
+        """Offer ``names``; keep the choice, else take a mask read with the image (``given``
+        role), else the first entry."""
+        current = box.currentText()
+        masks = [name for name in names[1:] if _role(self.viewer.layers[name]) == given]
+        box.blockSignals(True)
+        box.clear()
+        box.addItems(names)
+        box.setCurrentText(current if current in names[1:] else (masks or names)[0])
+        box.blockSignals(False)
 
     def _on_layer_inserted(self, event: Event) -> None:
         self._refresh_choices()
@@ -342,11 +356,16 @@ class IshcountWidget(QWidget):
         return labels
 
     def _roi(self, image: FishImage) -> np.ndarray | None:
-        shapes = self._layer(self.roi_box.currentText())
-        if shapes is None:
+        layer = self._layer(self.roi_box.currentText())
+        if layer is None:
             return None
+        if isinstance(layer, Labels):  # a region mask read with the image
+            region = np.asarray(layer.data) != 0
+            if region.shape != tuple(image.shape[-2:]):
+                raise ValueError(f"the ROI layer {layer.name!r} does not have the image's size")
+            return region
         return roi_mask(
-            shapes, self._layer(self.channel_boxes["her2"].currentText()), image.shape[-2:]
+            layer, self._layer(self.channel_boxes["her2"].currentText()), image.shape[-2:]
         )
 
     def run_analysis(self) -> Any:

@@ -268,3 +268,33 @@ def test_nuclei_from_a_labels_layer_are_used(make_napari_viewer, qtbot):
     widget.nuclei_box.setCurrentText("other size")
     assert widget.run_analysis() is None
     assert "the nuclei layer 'other size' is 100x100 pixels" in widget.status_label.text()
+
+
+def test_masks_beside_an_opened_image_become_its_nuclei_and_region(
+    make_napari_viewer, qtbot, tmp_path
+):
+    import imagecodecs
+    import tifffile
+
+    field = make_field("group2", shape=(256, 256), rng=7)
+    _write_image_copy(field.image, tmp_path / "f1.ome.tif")
+    tifffile.imwrite(tmp_path / "f1.nuclei.tif", field.nuclei.astype(np.uint16))
+    roi = np.zeros((256, 256), np.uint8)
+    roi[:, :128] = 255
+    (tmp_path / "f1.roi.png").write_bytes(imagecodecs.png_encode(roi))
+    viewer = make_napari_viewer()
+    viewer.open(tmp_path / "f1.ome.tif", plugin="ishcount")
+    assert [layer.name for layer in viewer.layers][3:] == ["given nuclei", "given ROI"]
+    widget = IshcountWidget(viewer)
+    assert widget.nuclei_box.currentText() == "given nuclei"  # chosen for the user
+    assert widget.roi_box.currentText() == "given ROI"
+    assert widget.run_analysis() is not None
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=TIMEOUT_MS)
+    used = widget.session.field(widget.field).labels
+    assert not used[:, 128 + 90 :].any()  # nuclei wholly outside the region are gone
+    for label in np.unique(used[used > 0]):  # the rest are the given nuclei, whole
+        under = np.unique(field.nuclei[used == label])
+        assert len(under) == 1
+        np.testing.assert_array_equal(used == label, field.nuclei == under[0])
+    cells = widget.session.cells
+    assert (cells["exclusion_reason"] == "touches ROI edge").any()
