@@ -89,10 +89,12 @@ def read_image_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
     and the masks named after its field (:func:`ishcount.io.field_masks`) into the labels
     layers the widget offers as nuclei and region of interest."""
     image = read_image(_single(path))
-    masks = {
-        kind: read_mask(mask, kind=kind, shape=image.shape[-2:])
-        for kind, mask in field_masks(_single(path))
-    }
+    masks = {}
+    try:  # a bad mask must not keep the image from opening
+        for kind, mask in field_masks(_single(path)):
+            masks[kind] = read_mask(mask, kind=kind, shape=image.shape[-2:])
+    except ValueError as err:
+        warnings.warn(f"{err}; the image opens without it", UserWarning, 2)
     return image_layer_data(image) + mask_layer_data(masks, image.spacing_um, image.name)
 
 

@@ -267,3 +267,14 @@ def test_a_region_given_to_a_batch_run_holds_through_the_review(tmp_path):
     record = json.loads((case_dir / "case.json").read_text())
     assert record["images"][0]["masks"] == {"roi": str((folder / f"{name}.roi.png").resolve())}
     assert f"Region of interest: {name}.roi.png" in (case_dir / "report.html").read_text()
+
+
+def test_a_bad_mask_beside_an_image_does_not_keep_it_from_opening(tmp_path):
+    from ishcount._napari._io import _write_image_copy, read_image_layers
+
+    image = make_field("group5", shape=(128, 128), rng=2).image
+    _write_image_copy(image, tmp_path / "f1.ome.tif")
+    (tmp_path / "f1.roi.tif").write_bytes(b"II*\x00 not a tiff")
+    with pytest.warns(UserWarning, match=r"f1\.roi\.tif: .*the image opens without it"):
+        layers = read_image_layers(tmp_path / "f1.ome.tif")
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["DAPI", "HER2", "CEP17"]
