@@ -173,8 +173,8 @@ def _points_kwargs(session: ReviewSession, field: str, kind: str, features: pd.D
     return kwargs
 
 
-#: Outline colour of a region of interest (as in the report's overview).
-ROI_COLOR = "#00c8ff"
+#: Colour of a region of interest (as in the report's overview), as a labels colormap.
+ROI_COLORMAP: dict[Any, str] = {None: "transparent", 0: "transparent", 1: "#00c8ff"}
 #: Names of the layers a field's masks are read into (:func:`mask_layer_data`).
 MASK_LAYERS: dict[str, str] = {"nuclei": "given nuclei", "roi": "given ROI"}
 
@@ -200,7 +200,7 @@ def mask_layer_data(
             "metadata": {"ishcount": {"field": field, "role": f"given {kind}"}},
         }
         if kind == "roi":
-            kwargs["colormap"] = {None: "transparent", 0: "transparent", 1: ROI_COLOR}
+            kwargs["colormap"] = ROI_COLORMAP
             kwargs["opacity"] = 0.25
         layers.append((np.asarray(data).astype(np.int32), kwargs, "labels"))
     return layers
@@ -229,7 +229,7 @@ def roi_layer_data(session: ReviewSession, field: str) -> list[LayerData]:
     outline = (inner | ndi.binary_dilation(inner) & fld.roi).astype(np.uint8)  # 2 px wide
     kwargs = {
         "name": layer_name("region of interest", field, len(session.fields)),
-        "colormap": {None: "transparent", 0: "transparent", 1: ROI_COLOR},
+        "colormap": ROI_COLORMAP,
         "scale": tuple(fld.spacing_um[-2:]),
         "units": "µm",
         "metadata": {"ishcount": {"field": field, "role": "roi"}},

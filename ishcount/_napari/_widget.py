@@ -60,9 +60,9 @@ from ._review import SIGNAL_KINDS, ReviewSession, summary_rows
 NONE = "(none)"
 
 
-def _role(layer: Any) -> str | None:
-    """The ``role`` ishcount gave a layer it made (None for others)."""
-    return layer.metadata.get("ishcount", {}).get("role")
+def _tag(layer: Any, key: str) -> Any:
+    """What ishcount noted on a layer it made (``"field"``, ``"role"``; None for others)."""
+    return layer.metadata.get("ishcount", {}).get(key)
 
 
 #: The nuclei choice that segments DAPI; the others are 2D Labels layers (Cellpose, StarDist).
@@ -245,7 +245,7 @@ class IshcountWidget(QWidget):
         regions = [
             layer.name
             for layer in self.viewer.layers
-            if isinstance(layer, Shapes) or _role(layer) == "given roi"
+            if isinstance(layer, Shapes) or _tag(layer, "role") == "given roi"
         ]
         self._refill(self.roi_box, [NONE, *regions], "given roi")
         labels = [
@@ -259,7 +259,7 @@ class IshcountWidget(QWidget):
         """Offer ``names``; keep the choice, else take a mask read with the image (``given``
         role), else the first entry."""
         current = box.currentText()
-        masks = [name for name in names[1:] if _role(self.viewer.layers[name]) == given]
+        masks = [name for name in names[1:] if _tag(self.viewer.layers[name], "role") == given]
         box.blockSignals(True)
         box.clear()
         box.addItems(names)
@@ -450,7 +450,7 @@ class IshcountWidget(QWidget):
         self.field = field
         self.layers = self._field_layers(field)
         for layer in self.viewer.layers:
-            owner = layer.metadata.get("ishcount", {}).get("field")
+            owner = _tag(layer, "field")
             if owner is not None and len(self.session.fields) > 1:
                 layer.visible = owner == field
         self.field_box.setCurrentText(field)
