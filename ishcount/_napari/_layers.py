@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from ishcount.image import FishImage
+from ishcount.report import ROI_RGB
 
 from ._review import ReviewSession
 
@@ -173,8 +174,12 @@ def _points_kwargs(session: ReviewSession, field: str, kind: str, features: pd.D
     return kwargs
 
 
-#: Colour of a region of interest (as in the report's overview), as a labels colormap.
-ROI_COLORMAP: dict[Any, str] = {None: "transparent", 0: "transparent", 1: "#00c8ff"}
+#: Colour of a region of interest (the report overview's), as a labels colormap.
+ROI_COLORMAP: dict[Any, str] = {
+    None: "transparent",
+    0: "transparent",
+    1: "#{:02x}{:02x}{:02x}".format(*ROI_RGB),
+}
 #: Names of the layers a field's masks are read into (:func:`mask_layer_data`).
 MASK_LAYERS: dict[str, str] = {"nuclei": "given nuclei", "roi": "given ROI"}
 
