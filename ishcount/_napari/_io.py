@@ -88,10 +88,11 @@ def read_image_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
     """Read an image file into DAPI, HER2 and CEP17 layers with the pixel size as scale,
     and the masks named after its field (:func:`ishcount.io.field_masks`) into the labels
     layers the widget offers as nuclei and region of interest."""
-    image = read_image(_single(path))
+    file = _single(path)
+    image = read_image(file)
     masks = {}
     try:  # a bad mask must not keep the image from opening
-        for kind, mask in field_masks(_single(path)):
+        for kind, mask in field_masks(file):
             masks[kind] = read_mask(mask, kind=kind, shape=image.shape[-2:])
     except ValueError as err:
         warnings.warn(f"{err}; the image opens without it", UserWarning, 2)
