@@ -401,7 +401,13 @@ def finish_case(
         if not _join_csv(texts, case_dir / name):
             write_table(tables[name], case_dir / name)
     cells, spots = tables["cells.csv"], tables["spots.csv"]
-    summary = score_case(cells, spots=spots, rng=options.seed, rule_set=config.rule_set)
+    summary = score_case(
+        cells,
+        spots=spots,
+        rng=options.seed,
+        rule_set=config.rule_set,
+        signal_sigma_um=_signal_sizes(case_dir, done),
+    )
     result = classify(summary, rule_set=config.rule_set, ihc=options.ihc)
     record = case_record(
         case=case.name,
@@ -422,6 +428,17 @@ def finish_case(
     )
     write_case_report(case_dir, record)
     return CaseOutcome(case.name, case_dir, tuple(records), record)
+
+
+def _signal_sizes(case_dir: Path, records: Sequence[FieldRecord]) -> list[float]:
+    """The signal sizes (um) measured in each field and channel, from the field records."""
+    sizes = []
+    for record in records:
+        detection = _read_record(case_dir / "fields" / record.name / FIELD_RECORD)
+        for found in (detection.get("detection") or {}).values():
+            size = found.get("measured_spot_sigma_um")
+            sizes.append(float("nan") if size is None else float(size))
+    return sizes
 
 
 def _concat(texts: Sequence[bytes], schema: dict[str, str]) -> pd.DataFrame:

@@ -18,12 +18,13 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
+from ishcount.assign import TOO_LARGE, TOO_SMALL
 from ishcount.rules import DEFAULT_RULE_SET, Counts, QualityFlag, RuleSet, get_rule_set
 
 #: Columns :func:`score_case` needs in the cell table.
@@ -41,6 +42,14 @@ MIN_SCORABLE_FRACTION = 0.5
 #: Project convention: above this share of the signal copies in and near nuclei lying in
 #: signals that reach the camera's maximum, the counts may be several percent low.
 MAX_SATURATED_FRACTION = 0.10
+#: Project convention: above this share of the nuclei away from the image edge excluded for
+#: their size, a note asks to check the pixel size. On synthetic fields 0-2 % are, and
+#: 27-30 % when the pixel size is stated 1.5-1.6 times too small.
+MAX_SIZE_EXCLUDED_FRACTION = 0.20
+#: The narrowest signal a light microscope can image: a widefield PSF's Gaussian sigma is
+#: about 0.21 lambda / NA (Zhang B et al., Appl Opt 2007;46:1819), 0.073 um for green
+#: emission (520 nm) at NA 1.49. Signals measured narrower mean the pixel size is wrong.
+MIN_SIGNAL_SIGMA_UM = 0.073
 #: A nucleus is "individually amplified" with at least this many HER2 copies ...
 AMPLIFIED_MIN_HER2 = 6
 #: ... or with at least AMPLIFIED_RATIO_MIN_HER2 copies and HER2/CEP17 >= AMPLIFIED_MIN_RATIO.
@@ -431,6 +440,73 @@ def _notes(summary: CaseSummary) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def pixel_size_notes(
+    cells: pd.DataFrame, *, signal_sigma_um: Sequence[float] = ()
+) -> tuple[str, ...]:
+    """Notes that ask to check the pixel size, from the sizes of nuclei and signals.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        Cell table (:data:`ishcount.tables.CELL_SCHEMA`); the size check needs
+        ``exclusion_reason`` (and reads ``touches_border`` and ``area_um2`` when present).
+    signal_sigma_um : sequence of float
+        Signal sizes (Gaussian sigma, um) measured in the case's fields and channels
+        (``measured_spot_sigma_um`` of :func:`ishcount.detect_spots`); NaN ones are skipped.
+
+    Returns
+    -------
+    tuple of str
+        Empty when nothing points at a wrong pixel size.
+
+    Notes
+    -----
+    Limits are in micrometres, so a pixel size stated wrong (a binned camera, another
+    objective) excludes whole populations of nuclei while the counts of the rest look
+    normal. Two checks: more than :data:`MAX_SIZE_EXCLUDED_FRACTION` of the nuclei away
+    from the image edge excluded as too small or too large (lymphocytes are small too, so
+    it is a note, not a quality flag), and signals narrower than any light microscope can
+    image (:data:`MIN_SIGNAL_SIGMA_UM`) in at least half of the measurements,
+    which catches a pixel size stated so small that segmentation finds no nucleus at all
+    (a measurement far from the assumed size can stop short of it: at 2.5 times too small a
+    pixel size, 0.088-0.137 um in 4 of 14 on the sample images, 0.058-0.073 um in the rest).
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"exclusion_reason": ["too small"] * 3 + [""] * 7})
+    >>> pixel_size_notes(cells)[0][:44]
+    '30% of nuclei away from the image edge are o'
+    >>> pixel_size_notes(cells.iloc[3:], signal_sigma_um=[0.14, 0.15])
+    ()
+    """
+    notes = []
+    interior = cells
+    if "touches_border" in cells:
+        interior = cells[~cells["touches_border"].astype(bool)]
+    if "exclusion_reason" in cells and len(interior):
+        share = float(interior["exclusion_reason"].isin((TOO_SMALL, TOO_LARGE)).mean())
+        if share > MAX_SIZE_EXCLUDED_FRACTION:
+            median = (
+                f" (median nucleus area {float(interior['area_um2'].median()):.0f} um2)"
+                if "area_um2" in interior
+                else ""
+            )
+            notes.append(
+                f"{share:.0%} of nuclei away from the image edge are outside the size "
+                f"limits{median}: unless they are lymphocytes or fragments, check the pixel size."
+            )
+    sigmas = np.asarray(signal_sigma_um, dtype=float)
+    sigmas = sigmas[np.isfinite(sigmas)]
+    typical = float(np.quantile(sigmas, 0.5, method="lower")) if len(sigmas) else np.nan
+    if typical < MIN_SIGNAL_SIGMA_UM:
+        notes.append(
+            f"Signals measure {typical:.3f} um (sigma) at the stated pixel "
+            f"size, narrower than a light microscope can image (about {MIN_SIGNAL_SIGMA_UM} um "
+            "at best): the pixel size is probably stated too small."
+        )
+    return tuple(notes)
+
+
 def _population_notes(summary: CaseSummary) -> list[str]:
     amp, rest = summary.amplified_population, summary.rest_population
     notes = [
@@ -461,6 +537,7 @@ def score_case(
     n_resamples: int = 2000,
     ci_level: float = 0.95,
     weak_snr: float = WEAK_SNR,
+    signal_sigma_um: Sequence[float] = (),
 ) -> CaseSummary:
     """Summarise the scored nuclei of one case.
 
@@ -481,6 +558,8 @@ def score_case(
         Confidence level in (0, 1).
     weak_snr : float
         Signals with a lower ``snr`` are weak.
+    signal_sigma_um : sequence of float
+        Signal sizes measured in the case's fields, for :func:`pixel_size_notes`.
 
     Returns
     -------
@@ -504,7 +583,8 @@ def score_case(
     form a separate population and both populations are summarised. Quality flags: signals
     outside nuclei (limit 10%), weak signals (limit 25%), copies in signals that reach the
     camera's maximum (limit 10%, a project convention), scorable nuclei among those away
-    from the image edge (limit 50%, a project convention).
+    from the image edge (limit 50%, a project convention). Notes ask to check the pixel size
+    when nuclei or signals do not fit it (:func:`pixel_size_notes`).
 
     References
     ----------
@@ -545,4 +625,5 @@ def score_case(
         rest_population=rest,
         quality_flags=flags,
     )
-    return replace(summary, notes=_notes(summary))
+    notes = _notes(summary) + pixel_size_notes(cells, signal_sigma_um=signal_sigma_um)
+    return replace(summary, notes=notes)

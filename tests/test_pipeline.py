@@ -133,6 +133,19 @@ def test_changed_parameters_are_recomputed(batch, tmp_path):
     assert {r.status for r in seen} == {"done"}
 
 
+def test_a_pixel_size_stated_far_too_small_is_noticed(batch, tmp_path):
+    """0.16 um fields read as 0.065 um pixels: the signals come out narrower than light
+    allows, and the case says to check the pixel size; at the right size it does not."""
+
+    def pixel_notes(spacing_um):
+        options = RunOptions(spacing_um=spacing_um)
+        outcome = run_batch([batch / "group1"], tmp_path / str(spacing_um), options=options)[0]
+        return [n for n in outcome.record["summary"]["notes"] if "pixel size" in n]
+
+    assert pixel_notes(None) == []
+    assert any(note.startswith("Signals measure 0.0") for note in pixel_notes(0.065))
+
+
 def test_images_over_the_tile_size_run_in_tiles_with_labels_on_disk(batch, tmp_path):
     tiled_config = parse_pipeline({"name": "tiled", "image": {"tile_size": 256}})
     whole = run_batch([batch / "group5"], tmp_path / "whole", workers=1)[0]

@@ -1,11 +1,15 @@
 """score_case: totals, ratio of sums, bootstrap, heterogeneity and quality flags."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from ishcount.analyze import analyze_image
 from ishcount.rules import INDETERMINATE, INSUFFICIENT, RULE_SETS, classify
 from ishcount.score import band_indices, is_amplified, score_case, signal_quality_flags
+from ishcount.synthetic import make_field
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform, empty_table
 
 
@@ -193,6 +197,43 @@ def test_too_few_scorable_nuclei_flag():
     assert flag.tripped
     assert flag.value == pytest.approx(0.4)
     assert classify(summary).call == INDETERMINATE
+
+
+def test_many_nuclei_excluded_for_their_size_ask_for_the_pixel_size():
+    def size_notes(n_small):
+        reasons = ["too small"] * n_small + [""] * (50 - n_small)
+        cells = make_cells([2] * 50, [2] * 50, scored=[r == "" for r in reasons], reasons=reasons)
+        notes = score_case(cells, rng=0, n_resamples=10).notes
+        return [note for note in notes if "pixel size" in note]
+
+    assert size_notes(10) == []  # 20%: at the limit
+    (note,) = size_notes(15)
+    assert note.startswith("30% of nuclei away from the image edge")
+    assert "50 um2" in note
+
+
+def test_signals_narrower_than_light_allows_ask_for_the_pixel_size():
+    cells = make_cells([2] * 20, [2] * 20)
+
+    def notes(sigmas):
+        return score_case(cells, rng=0, n_resamples=10, signal_sigma_um=sigmas).notes
+
+    assert not [n for n in notes([0.14, 0.12, np.nan, 0.06]) if "pixel size" in n]
+    (note,) = [n for n in notes([0.06, 0.065, 0.13, np.nan]) if "pixel size" in n]
+    assert note.startswith("Signals measure 0.065 um")
+
+
+def test_a_pixel_size_stated_too_small_is_noticed():
+    """Nuclei of a 0.1 um field read as 0.065 um pixels: a third fall under the minimum."""
+    field = make_field("group5", shape=(1024, 1024), rng=1)
+
+    def size_notes(pixel_um):
+        image = dataclasses.replace(field.image, spacing_um=(pixel_um, pixel_um))
+        notes = score_case(analyze_image(image).cells, rng=0, n_resamples=10).notes
+        return [note for note in notes if "pixel size" in note]
+
+    assert size_notes(0.1) == []
+    assert len(size_notes(0.065)) == 1
 
 
 def test_band_indices_match_band_for():
