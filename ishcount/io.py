@@ -240,6 +240,7 @@ class _Raw:
     spacing_source: str = ""
     is_rgb: bool = False
     lazy: bool = False
+    lossy: str = ""  # how the file was compressed with loss ("" when it was not)
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -689,6 +690,7 @@ def read_image(
         "channel_mapping_source": mapping_source,
         "spacing_source": spacing_source,
         "lazy": raw.lazy,
+        "lossy": raw.lossy,
     }
     return FishImage(
         dapi=arrays["dapi"],
@@ -890,7 +892,85 @@ def _read_raster(path: Path, codec: str, *, lazy: bool) -> tuple[_Raw, Any, str]
 
         data = da.from_array(data, chunks=data.shape)
     fmt = "png" if codec == "png" else "jpeg"
-    return _Raw([], stored, fmt, is_rgb=data.ndim == 3, lazy=lazy), data, stored
+    lossy = describe_jpeg(encoded) if fmt == "jpeg" else ""
+    return _Raw([], stored, fmt, is_rgb=data.ndim == 3, lazy=lazy, lossy=lossy), data, stored
+
+
+#: Sum of the JPEG standard's luminance quantization table (ITU-T T.81 Annex K, table K.1),
+#: which the common encoders (IJG libjpeg and its descendants) scale by quality.
+_STANDARD_LUMINANCE_SUM = 3688
+
+
+def describe_jpeg(encoded: bytes) -> str:
+    """Describe a JPEG stream's lossy compression: estimated quality and chroma subsampling.
+
+    Parameters
+    ----------
+    encoded : bytes
+        The JPEG file's content.
+
+    Returns
+    -------
+    str
+        For example ``"JPEG, quality about 85, chroma subsampled 4:2:0"``; ``"JPEG"`` when the
+        headers cannot be read.
+
+    Notes
+    -----
+    The quality is that of the IJG scaling (``scale = 5000 / q`` below 50, ``200 - 2 q``
+    above) that makes the first luminance table's sum, within rounding; encoders with their
+    own tables get a nominal figure. Chroma is subsampled when the first component's
+    sampling factors exceed the others' (4:2:0 halves the colour resolution both ways: the
+    HER2 and CEP17 signals of an RGB composite are carried mostly by colour).
+
+    Examples
+    --------
+    >>> import imagecodecs
+    >>> rgb = np.zeros((16, 16, 3), np.uint8)
+    >>> describe_jpeg(imagecodecs.jpeg8_encode(rgb, level=85, subsampling="420"))
+    'JPEG, quality about 85, chroma subsampled 4:2:0'
+    """
+    luminance, sampling = None, []
+    at = 2 if encoded[:2] == b"\xff\xd8" else len(encoded)
+    while at + 4 <= len(encoded) and encoded[at] == 0xFF:
+        marker = encoded[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(encoded[at + 2 : at + 4], "big")
+        body = encoded[at + 4 : at + 2 + length]
+        if marker == 0xDB:  # quantization tables: (precision << 4 | id, 64 entries) ...
+            pos = 0
+            while pos < len(body):
+                wide, table_id = body[pos] >> 4, body[pos] & 15
+                size = 128 if wide else 64
+                values = body[pos + 1 : pos + 1 + size]
+                if table_id == 0 and luminance is None:
+                    step = 2 if wide else 1
+                    luminance = sum(
+                        int.from_bytes(values[i : i + step], "big")
+                        for i in range(0, len(values), step)
+                    )
+                pos += 1 + size
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            count = min(body[5], (len(body) - 6) // 3) if len(body) > 5 else 0
+            sampling = [(body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(count)]
+        elif marker == 0xDA:  # start of scan: the headers are over
+            break
+        at += 2 + length
+    parts = ["JPEG"]
+    if luminance:
+        scale = 100.0 * luminance / _STANDARD_LUMINANCE_SUM
+        quality = 100 - scale / 2 if scale <= 100 else 5000 / scale
+        quality = 100 if luminance <= 64 else quality  # every step 1: the finest table
+        parts.append(f"quality about {round(min(max(quality, 1), 100))}")
+    if len(sampling) == 3 and sampling[0] != sampling[1]:
+        (h0, v0), (h1, v1) = sampling[0], sampling[1]
+        name = {(2, 2): "4:2:0", (2, 1): "4:2:2", (4, 1): "4:1:1"}.get(
+            (h0 // max(h1, 1), v0 // max(v1, 1)), "reduced"
+        )
+        parts.append(f"chroma subsampled {name}")
+    return ", ".join(parts)
 
 
 class _TiffLogCapture(logging.Handler):
@@ -937,9 +1017,26 @@ def _read_tiff(path: Path, *, lazy: bool) -> tuple[_Raw, Any, str]:
         series = tif.series[0]
         _check_complete(tif, series, path)
         raw = _tiff_metadata(tif, series)
+        raw.lossy = _tiff_lossy(series.keyframe.compression)
         data = _lazy_series(path, tif, series) if lazy else series.asarray()
     raw.lazy = lazy
     return raw, data, series.axes
+
+
+#: TIFF compressions that lose detail (the JPEG family), and those that may (their tag does
+#: not say whether they were written lossless).
+_LOSSY_TIFF = {"OJPEG", "JPEG", "JPEG_99", "ALT_JPEG", "JPEG_LOSSY", "JPEG_2000_LOSSY"}
+_MAYBE_LOSSY_TIFF = {"JPEG2000", "JPEGXR", "JPEGXR_NDPI", "JPEGXL", "WEBP", "LERC"}
+
+
+def _tiff_lossy(compression: Any) -> str:
+    """How a TIFF page's compression loses detail ("" when it does not)."""
+    name = getattr(compression, "name", str(compression))
+    if name in _LOSSY_TIFF:
+        return f"TIFF with {name} compression"
+    if name in _MAYBE_LOSSY_TIFF:
+        return f"TIFF with {name} compression (lossy unless written lossless)"
+    return ""
 
 
 def _check_complete(tif: tifffile.TiffFile, series: Any, path: Path) -> None:
@@ -1177,6 +1274,11 @@ def _read_channel_group(src: ImageSource, *, lazy: bool | None, axes: str | None
         spacing=meta.spacing,
         spacing_source=meta.spacing_source,
         lazy=any(p.lazy for p in parts),
+        lossy="; ".join(
+            f"{path.name}: {part.lossy}"
+            for path, part in zip(src.paths, parts, strict=True)
+            if part.lossy
+        ),
     )
 
 

@@ -226,6 +226,28 @@ def test_jpeg_within_tolerance(tmp_path):
         assert error.max() <= 12, channel
 
 
+@pytest.mark.parametrize(("quality", "subsampling"), [(95, "444"), (85, "420"), (60, "422")])
+def test_jpeg_files_say_how_they_were_compressed(tmp_path, quality, subsampling):
+    rgb = np.ascontiguousarray((CYX >> 4).astype(np.uint8).transpose(1, 2, 0))
+    path = tmp_path / "export.jpg"
+    path.write_bytes(imagecodecs.jpeg8_encode(rgb, level=quality, subsampling=subsampling))
+    lossy = read_image(path, spacing_um=0.1).metadata["lossy"]
+    assert lossy.startswith(f"JPEG, quality about {quality}")
+    assert ("chroma subsampled 4:2" in lossy) == (subsampling != "444")
+
+
+def test_lossless_files_are_not_called_lossy_and_jpeg_tiff_is(tmp_path):
+    rgb = np.ascontiguousarray((CYX >> 4).astype(np.uint8).transpose(1, 2, 0))
+    (tmp_path / "export.png").write_bytes(imagecodecs.png_encode(rgb))
+    tifffile.imwrite(tmp_path / "zlib.tif", rgb, photometric="rgb", compression="zlib")
+    tifffile.imwrite(tmp_path / "jpeg.tif", rgb, photometric="rgb", compression="jpeg")
+    lossy = {
+        name: read_image(tmp_path / name, spacing_um=0.1).metadata["lossy"]
+        for name in ("export.png", "zlib.tif", "jpeg.tif")
+    }
+    assert lossy == {"export.png": "", "zlib.tif": "", "jpeg.tif": "TIFF with JPEG compression"}
+
+
 # --------------------------------------------------------------------------- per-channel groups
 
 

@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pandas as pd
 import pytest
@@ -144,6 +145,22 @@ def test_a_pixel_size_stated_far_too_small_is_noticed(batch, tmp_path):
 
     assert pixel_notes(None) == []
     assert any(note.startswith("Signals measure 0.0") for note in pixel_notes(0.065))
+
+
+def test_fields_read_from_jpeg_files_are_noted(tmp_path):
+    case = make_case("group1", n_fields=2, shape=SHAPE, spacing_um=SPACING, rng=11)
+    folder = tmp_path / "jpeg_case"
+    folder.mkdir()
+    for index, field in enumerate(case.fields):
+        channels = [field.image.channel(c) for c in ("her2", "cep17", "dapi")]
+        rgb = np.stack([(c >> 4).astype(np.uint8) for c in channels], axis=-1)
+        encoded = imagecodecs.jpeg8_encode(rgb, level=80, subsampling="420")
+        (folder / f"field{index}.jpg").write_bytes(encoded)
+    options = RunOptions(spacing_um=SPACING)
+    outcome = run_batch([folder], tmp_path / "out", options=options, workers=1)[0]
+    (note,) = [n for n in outcome.record["summary"]["notes"] if "lossy" in n]
+    assert note.startswith("2 of 2 fields were read from lossy files (field0: JPEG, quality")
+    assert "chroma subsampled 4:2:0" in note
 
 
 def test_images_over_the_tile_size_run_in_tiles_with_labels_on_disk(batch, tmp_path):
