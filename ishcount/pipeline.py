@@ -22,11 +22,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,12 +56,6 @@ from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform, empty_table
 from ishcount.tiles import analyze_tiled
 
 FIELD_RECORD = "field.json"
-#: What lossy compression did to the counts in ``benchmarks/composites.py`` (quoted in notes).
-LOSSY_EFFECT = (
-    "On synthetic 8-bit composites (10 fields) JPEG at quality 85 with 4:2:0 chroma moved the "
-    "ratio by 6.9% on average (up to 17%) and at quality 75 by 14% (up to 34%; one group of "
-    "ten wrong), against 1.9% (up to 3.5%) for the same composites as PNG."
-)
 
 
 @dataclass(frozen=True)
@@ -409,26 +402,22 @@ def finish_case(
         if not _join_csv(texts, case_dir / name):
             write_table(tables[name], case_dir / name)
     cells, spots = tables["cells.csv"], tables["spots.csv"]
-    documents = {r.name: _read_record(case_dir / "fields" / r.name / FIELD_RECORD) for r in done}
-    sizes = [
-        math.nan
-        if found.get("measured_spot_sigma_um") is None
-        else float(found["measured_spot_sigma_um"])
-        for document in documents.values()
-        for found in (document.get("detection") or {}).values()
-    ]
+    facts = {r.name: _input_facts(case_dir / "fields" / r.name / FIELD_RECORD) for r in done}
     summary = score_case(
-        cells, spots=spots, rng=options.seed, rule_set=config.rule_set, signal_sigma_um=sizes
+        cells,
+        spots=spots,
+        rng=options.seed,
+        rule_set=config.rule_set,
+        signal_sigma_um=[size for fact in facts.values() for size in fact["signal_sigma_um"]],
+        lossy_inputs={name: fact["lossy"] for name, fact in facts.items() if fact["lossy"]},
     )
-    lossy = {name: d["lossy"] for name, d in documents.items() if d.get("lossy")}
-    summary = replace(summary, notes=summary.notes + lossy_input_notes(lossy, len(done)))
     result = classify(summary, rule_set=config.rule_set, ihc=options.ihc)
     record = case_record(
         case=case.name,
         summary=summary,
         classification=result,
         fields=[_field_entry(r) for r in records],
-        images=[_image_entry(r) for r in done],
+        images=[{**_image_entry(r), **facts[r.name]} for r in done],
         count_params=config.analysis.to_dict()["count"],
         provenance=provenance(
             config.to_dict(),
@@ -444,34 +433,17 @@ def finish_case(
     return CaseOutcome(case.name, case_dir, tuple(records), record)
 
 
-def lossy_input_notes(lossy: Mapping[str, str], n_fields: int) -> tuple[str, ...]:
-    """A case note when fields were read from files compressed with loss.
-
-    Parameters
-    ----------
-    lossy : mapping of str to str
-        Field name to how its file was compressed (``FishImage.metadata["lossy"]``), for the
-        lossy ones only.
-    n_fields : int
-        Fields analysed in the case.
-
-    Returns
-    -------
-    tuple of str
-        One note, or none when no field is lossy.
-
-    Examples
-    --------
-    >>> lossy_input_notes({"f1": "JPEG, quality about 85"}, 2)[0].split(". ")[0]
-    '1 of 2 fields were read from lossy files (f1: JPEG, quality about 85)'
-    """
-    if not lossy:
-        return ()
-    listed = "; ".join(f"{name}: {how}" for name, how in sorted(lossy.items()))
-    return (
-        f"{len(lossy)} of {n_fields} fields were read from lossy files ({listed}). "
-        f"{LOSSY_EFFECT} Export TIFF or PNG where the software allows.",
-    )
+def _input_facts(field_record: Path) -> dict[str, Any]:
+    """What a field's record says about its input: how the file was compressed with loss
+    ("" when it was not) and the signal size measured in each channel (um; None unknown)."""
+    document = _read_record(field_record)
+    sizes = [
+        found.get("measured_spot_sigma_um") for found in (document.get("detection") or {}).values()
+    ]
+    return {
+        "lossy": str(document.get("lossy") or ""),
+        "signal_sigma_um": [None if size is None else float(size) for size in sizes],
+    }
 
 
 def _concat(texts: Sequence[bytes], schema: dict[str, str]) -> pd.DataFrame:

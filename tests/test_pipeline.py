@@ -159,8 +159,9 @@ def test_fields_read_from_jpeg_files_are_noted(tmp_path):
     options = RunOptions(spacing_um=SPACING)
     outcome = run_batch([folder], tmp_path / "out", options=options, workers=1)[0]
     (note,) = [n for n in outcome.record["summary"]["notes"] if "lossy" in n]
-    assert note.startswith("2 of 2 fields were read from lossy files (field0: JPEG, quality")
+    assert note.startswith("2 fields were read from lossy files (field0: JPEG, quality about 8")
     assert "chroma subsampled 4:2:0" in note
+    assert {image["lossy"][:4] for image in outcome.record["images"]} == {"JPEG"}
 
 
 def test_images_over_the_tile_size_run_in_tiles_with_labels_on_disk(batch, tmp_path):

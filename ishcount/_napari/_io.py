@@ -196,6 +196,8 @@ def _image_entry(fld: ReviewField, case_dir: Path) -> dict[str, Any]:
         entry["channel_mapping"] = dict(fld.image.metadata["channel_mapping"])
     if fld.masks:  # nuclei segmented elsewhere, region of interest (ishcount run)
         entry["masks"] = dict(fld.masks)
+    entry["lossy"] = fld.lossy
+    entry["signal_sigma_um"] = list(fld.signal_sigma_um)
     return entry
 
 
@@ -356,7 +358,18 @@ def _load_field(entry: dict[str, Any], case_dir: Path, cells, spots) -> ReviewFi
     field_spots = spots[spots["image"] == name].drop(columns="image").reset_index(drop=True)
     spacing = tuple(float(s) for s in entry["spacing_um"])
     masks = dict(entry.get("masks") or {})
-    return ReviewField(name, labels, field_spots, field_cells, spacing, image, roi, masks)
+    return ReviewField(
+        name,
+        labels,
+        field_spots,
+        field_cells,
+        spacing,
+        image,
+        roi,
+        masks,
+        lossy=str(entry.get("lossy") or ""),
+        signal_sigma_um=tuple(entry.get("signal_sigma_um") or ()),
+    )
 
 
 def load_reviewed_case(case_dir: PathLike) -> ReviewSession:

@@ -117,6 +117,10 @@ class ReviewField:
     masks : dict of str to str
         Mask files a batch run took for this field (``"nuclei"``, ``"roi"``: path), kept
         in the exported case record.
+    lossy : str
+        How the field's file was compressed with loss ("" when it was not).
+    signal_sigma_um : tuple of float or None
+        Signal size measured in each channel (um; None when unknown).
     """
 
     name: str
@@ -127,6 +131,8 @@ class ReviewField:
     image: FishImage | None = None
     roi: np.ndarray | None = None
     masks: dict[str, str] = field(default_factory=dict)
+    lossy: str = ""
+    signal_sigma_um: tuple[float | None, ...] = ()
 
     @property
     def ndim(self) -> int:
@@ -254,7 +260,17 @@ class ReviewSession:
         rois = list(rois) if rois is not None else [None] * len(results)
         fields = [
             ReviewField(
-                r.name, r.labels, r.spots.copy(), r.cells.copy(), tuple(r.spacing_um), image, roi
+                r.name,
+                r.labels,
+                r.spots.copy(),
+                r.cells.copy(),
+                tuple(r.spacing_um),
+                image,
+                roi,
+                lossy=str(image.metadata.get("lossy", "")) if image is not None else "",
+                signal_sigma_um=tuple(
+                    found.get("measured_spot_sigma_um") for found in r.detection.values()
+                ),
             )
             for r, image, roi in zip(results, images, rois, strict=True)
         ]
@@ -308,7 +324,14 @@ class ReviewSession:
     def _compute(self) -> tuple[CaseSummary, Classification]:
         if self._cache is None:
             spots = self.spots
-            summary = score_case(self.cells, spots=spots, rng=self.seed, rule_set=self.rule_set)
+            summary = score_case(
+                self.cells,
+                spots=spots,
+                rng=self.seed,
+                rule_set=self.rule_set,
+                signal_sigma_um=[s for f in self.fields.values() for s in f.signal_sigma_um],
+                lossy_inputs={name: f.lossy for name, f in self.fields.items()},
+            )
             result = classify(summary, rule_set=self.rule_set, ihc=self.ihc)
             self._cache = (summary, result)
         return self._cache

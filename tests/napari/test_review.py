@@ -278,3 +278,33 @@ def test_a_bad_mask_beside_an_image_does_not_keep_it_from_opening(tmp_path):
     with pytest.warns(UserWarning, match=r"f1\.roi\.tif: .*the image opens without it"):
         layers = read_image_layers(tmp_path / "f1.ome.tif")
     assert [kwargs["name"] for _, kwargs, _ in layers] == ["DAPI", "HER2", "CEP17"]
+
+
+def test_notes_about_the_inputs_hold_through_the_review(tmp_path):
+    """Fields of 0.16 um pixels read as 0.065 um, one of them from a JPEG: the case notes
+    both, and so does the reviewed case, whose recount cannot see the files or the signal
+    sizes again."""
+    import imagecodecs
+
+    from ishcount.pipeline import RunOptions, run_batch
+    from ishcount.synthetic import make_case, write_case
+
+    case = make_case("group1", n_fields=2, shape=(320, 320), spacing_um=(0.16, 0.16), rng=5)
+    folder = tmp_path / "in" / "caseJ"
+    write_case(case, folder)
+    image = case.fields[1].image
+    (folder / f"{image.name}.ome.tif").unlink()
+    rgb = np.stack([image.channel(c) >> 4 for c in ("her2", "cep17", "dapi")], -1)
+    (folder / f"{image.name}.jpg").write_bytes(imagecodecs.jpeg8_encode(rgb.astype(np.uint8)))
+    [outcome] = run_batch([folder], tmp_path / "out", options=RunOptions(spacing_um=0.065))
+
+    def input_notes(notes):
+        return [n for n in notes if "lossy" in n or n.startswith("Signals measure")]
+
+    first = input_notes(outcome.record["summary"]["notes"])
+    assert len(first) == 2
+    session = load_reviewed_case(tmp_path / "out" / "caseJ")
+    assert input_notes(session.summary.notes) == first
+    write_reviewed_case(tmp_path / "out" / "caseJ", session)
+    record = json.loads((tmp_path / "out" / "caseJ" / "case.json").read_text())
+    assert input_notes(record["summary"]["notes"]) == first
