@@ -3,7 +3,8 @@
 Microscope software often exports a field as an RGB composite (red = HER2, green = CEP17,
 blue = DAPI) with each channel stretched for display and cut to 8 bits, sometimes as JPEG.
 For synthetic fields with exact truth this writes such composites (each channel scaled
-linearly from its 0.5th to its 99.9th percentile, so the brightest pixels clip, as display
+linearly from its 0.5th, or its 30th, to its 99.9th percentile, so the brightest pixels
+clip and, with the black level at the 30th, the background sits at zero, as display
 settings do), reads them back through ``ishcount.io.read_image`` (the RGB convention) and
 compares the counts with those of the original uint16 field.
 
@@ -33,14 +34,16 @@ from ishcount.analyze import analyze_image
 from ishcount.io import read_image
 from ishcount.synthetic import make_field
 
-#: (name, JPEG quality or None for PNG, chroma subsampling); the first is the original.
+#: (name, JPEG quality or None for PNG, chroma subsampling, display black level as a
+#: percentile); the first is the original.
 VARIANTS = (
-    ("uint16 original", None, None),
-    ("PNG 8-bit", None, None),
-    ("JPEG q95 4:2:0", 95, "420"),
-    ("JPEG q85 4:4:4", 85, "444"),
-    ("JPEG q85 4:2:0", 85, "420"),
-    ("JPEG q75 4:2:0", 75, "420"),
+    ("uint16 original", None, None, None),
+    ("PNG 8-bit", None, None, 0.5),
+    ("PNG black at 30%", None, None, 30.0),
+    ("JPEG q95 4:2:0", 95, "420", 0.5),
+    ("JPEG q85 4:4:4", 85, "444", 0.5),
+    ("JPEG q85 4:2:0", 85, "420", 0.5),
+    ("JPEG q75 4:2:0", 75, "420", 0.5),
 )
 COLUMNS = [
     "variant",
@@ -64,13 +67,17 @@ def display_8bit(channel: np.ndarray, low: float = 0.5, high: float = 99.9) -> n
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def write_composite(image, folder: Path, quality: int | None, subsampling: str | None) -> Path:
-    """Write ``image`` as an RGB composite PNG (``quality`` None) or JPEG."""
+def write_composite(
+    image, folder: Path, quality: int | None, subsampling: str | None, black: float
+) -> Path:
+    """Write ``image`` as an RGB composite PNG (``quality`` None) or JPEG, each channel's
+    display black level at its ``black`` percentile."""
     import imagecodecs
 
-    rgb = np.stack([display_8bit(image.channel(c)) for c in ("her2", "cep17", "dapi")], axis=-1)
+    channels = [display_8bit(image.channel(c), low=black) for c in ("her2", "cep17", "dapi")]
+    rgb = np.stack(channels, axis=-1)
     if quality is None:
-        path = folder / f"{image.name}.png"
+        path = folder / f"{image.name}_black{black:g}.png"
         path.write_bytes(imagecodecs.png_encode(rgb))
     else:
         path = folder / f"{image.name}_q{quality}_{subsampling}.jpg"
@@ -119,18 +126,18 @@ def main(argv=None) -> int:
     else:
         presets = ["group1", "group2", "group3", "group5", "heterogeneous"]
         config = {"shape": (2048, 2048), "presets": presets, "seeds": [1, 2]}
-    config["display_percentiles"] = (0.5, 99.9)
-    records: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in VARIANTS}
+    config["display_white_percentile"] = 99.9
+    records: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in VARIANTS}
     per_field = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for preset in config["presets"]:
             for seed in config["seeds"]:
                 field = make_field(preset, shape=config["shape"], rng=seed, name=preset)
-                for index, (variant, quality, subsampling) in enumerate(VARIANTS):
+                for variant, quality, subsampling, black in VARIANTS:
                     image = field.image
-                    if index:
-                        path = write_composite(image, Path(tmp), quality, subsampling)
+                    if black is not None:
+                        path = write_composite(image, Path(tmp), quality, subsampling, black)
                         image = read_image(path, spacing_um=field.image.spacing_um)
                     figures = field_figures(field, analyze_image(image))
                     records[variant].append(figures)
@@ -144,7 +151,7 @@ def main(argv=None) -> int:
                         flush=True,
                     )
     elapsed = time.perf_counter() - start
-    rows = [summarize(name, records[name]) for name, _, _ in VARIANTS]
+    rows = [summarize(name, records[name]) for name, *_ in VARIANTS]
     print(f"\nSettings: {config}; {elapsed:.0f} s in total\n")
     print("Per variant (relative errors as fractions; counts over matched scorable nuclei):")
     print(format_table(rows, COLUMNS))

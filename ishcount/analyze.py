@@ -31,6 +31,7 @@ from ishcount.spots import (
     broadband_debris,
     clipped_mask,
     detect_spots,
+    floored_mask,
     remove_broadband,
 )
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
@@ -316,6 +317,7 @@ def _detect(
     focus in ``focus_stack``; only where ``measured`` (Y, X) is True when given."""
     kwargs = {**PROBE_DEFAULTS.get(channel, {}), **getattr(params, channel)}
     kwargs.setdefault("saturated", clipped)
+    kwargs.setdefault("floor", floored_mask(acquired))
     if measured is not None:
         given = kwargs.get("mask")
         kwargs["mask"] = measured if given is None else np.logical_and(given, measured)

@@ -37,6 +37,7 @@ Examples
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,7 @@ __all__ = [
     "estimate_cluster_copies",
     "estimate_noise",
     "find_candidates",
+    "floored_mask",
     "gaussian_smooth",
     "half_sample_mode",
     "measure_spot_sigma",
@@ -101,6 +103,10 @@ _UNRESOLVED_SIGNALS = 1.5  # a bright region with this much light holds at least
 # footprint at most exp(1/2) times one signal's (the halves' separation d widens it by
 # exp(d**2 / (16 sigma**2))).
 _SPLIT_FOOTPRINT = math.exp(0.5)
+#: An image's lowest value held by more than this share of its pixels is a clipped floor.
+_FLOOR_SHARE = 0.01
+#: Detection-image pixels this many PSF sigmas from a floored pixel feel the clip's kink.
+_FLOOR_REACH_SIGMAS = 3.0
 _CORE_HALF_WIDTH = math.log(2.0)  # the reference's core: within a factor 2 of its centre
 _CENTRE_HALF_WIDTH = math.log(4.0)  # the centre: a biweight over a factor 4 either side
 _ROW_KEYS = ("position", "peak", "intensity", "footprint", "copies", "background")
@@ -479,7 +485,9 @@ def _noise_scales(sigma_px: np.ndarray) -> tuple[float, float]:
     return math.sqrt(smoothing / dog), math.sqrt(1 / dog)
 
 
-def estimate_noise(filtered: Any, *, block_px: int | Sequence[int] = 16) -> np.ndarray:
+def estimate_noise(
+    filtered: Any, *, block_px: int | Sequence[int] = 16, exclude: Any = None
+) -> np.ndarray:
     """Local robust standard deviation of a filtered image, per block.
 
     Parameters
@@ -488,6 +496,10 @@ def estimate_noise(filtered: Any, *, block_px: int | Sequence[int] = 16) -> np.n
         Output of :func:`spot_filter`.
     block_px : int or sequence of int
         Block edge in pixels, as in :func:`spot_filter`.
+    exclude : array_like of bool, optional
+        Pixels left out of the estimate, shape of ``filtered`` or its last two axes (the
+        neighbourhood of pixels held at a clipped floor, :func:`floored_mask`). A block
+        with fewer than a quarter of its samples left takes the median block's noise.
 
     Returns
     -------
@@ -518,8 +530,12 @@ def estimate_noise(filtered: Any, *, block_px: int | Sequence[int] = 16) -> np.n
         block[0] = 1
     block_int = tuple(max(1, int(b)) for b in block)
     samples = _block_samples(array, block_int)
-    centre = _lower_median(samples)[..., None]
-    coarse = _MAD_TO_SD * _lower_median(np.abs(samples - centre))
+    left_out = None if exclude is None else np.broadcast_to(np.asarray(exclude, bool), array.shape)
+    if left_out is not None and left_out.any():
+        coarse = _masked_mad(samples, _block_samples(left_out, block_int))
+    else:
+        centre = _lower_median(samples)[..., None]
+        coarse = _MAD_TO_SD * _lower_median(np.abs(samples - centre))
     coarse = ndi.uniform_filter(_coarse_median3(coarse), size=3, mode="nearest")
     typical = float(np.median(coarse))
     floor = 0.25 * typical if typical > 0 else max(float(np.abs(array).max()) * 1e-6, 1e-12)
@@ -527,6 +543,20 @@ def estimate_noise(filtered: Any, *, block_px: int | Sequence[int] = 16) -> np.n
     for axis, b in enumerate(block_int):
         coarse = np.repeat(coarse, b, axis=axis)
     return np.ascontiguousarray(coarse[tuple(slice(0, n) for n in array.shape)])
+
+
+def _masked_mad(samples: np.ndarray, left_out: np.ndarray) -> np.ndarray:
+    """Per block (last axis: samples), the robust sd of the samples not ``left_out``; blocks
+    with fewer than a quarter of their samples left take the median of the others."""
+    values = np.where(left_out, np.nan, samples.astype(np.float32))
+    enough = (~left_out).sum(axis=-1) >= max(1, samples.shape[-1] // 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
+        centre = np.nanmedian(values, axis=-1, keepdims=True)
+        coarse = _MAD_TO_SD * np.nanmedian(np.abs(values - centre), axis=-1)
+    if not enough.any():
+        return np.zeros(coarse.shape, dtype=np.float32)
+    return np.where(enough, coarse, np.median(coarse[enough])).astype(np.float32)
 
 
 def find_candidates(filtered: Any, threshold: Any, *, mask: Any = None) -> np.ndarray:
@@ -1831,6 +1861,46 @@ def clipped_mask(image: Any) -> np.ndarray:
     return clipped.any(axis=0) if clipped.ndim == 3 else clipped
 
 
+def floored_mask(image: Any) -> np.ndarray:
+    """Pixels held at a clipped floor: the image's lowest value, when it holds too many.
+
+    Parameters
+    ----------
+    image : array_like, shape (Y, X) or (Z, Y, X)
+        One channel as acquired (before any background or crosstalk subtraction).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (Y, X)
+        Pixels at the lowest value (in every plane of a z-stack) when more than
+        :data:`_FLOOR_SHARE` of the pixels hold it; all False otherwise.
+
+    Notes
+    -----
+    Acquisition and export software often subtract a background and clip at zero, or
+    set a display's black level: whole regions then sit at one value with no noise. A
+    camera's noise puts far fewer pixels on any one value. Such regions carry no
+    information, and the kink where the clip starts is not noise: left in the noise
+    estimate, the flat regions lowered the threshold and the kinks passed for signals (a
+    2048 group2 field clipped at its 30th percentile: 149 HER2 and 92 CEP17 detections
+    away from any signal and the ratio 16.7% off; with the floor left out of the noise
+    estimate by :func:`detect_spots`, 2 and 9 and 2.9%, against 5, 6 and 2.1% unclipped).
+
+    Examples
+    --------
+    >>> image = np.random.default_rng(0).normal(100, 5, (64, 64)).round()
+    >>> int(floored_mask(image).sum()), int(floored_mask(np.clip(image - 100, 0, None)).sum())
+    (0, 2240)
+    """
+    array = np.asarray(image)
+    if array.size == 0 or not np.issubdtype(array.dtype, np.number):
+        return np.zeros(array.shape[-2:], dtype=bool)
+    held = array == array.min()
+    if held.mean() <= _FLOOR_SHARE:
+        return np.zeros(array.shape[-2:], dtype=bool)
+    return held.all(axis=0) if held.ndim == 3 else held
+
+
 def _clipped_pixels(source: Any, shape: tuple[int, ...]) -> np.ndarray:
     """Lateral ``(y, x)`` coordinates of clipped pixels; ``source`` is a mask or the image."""
     source = np.asarray(source)
@@ -1841,6 +1911,17 @@ def _clipped_pixels(source: Any, shape: tuple[int, ...]) -> np.ndarray:
     if not source.any():  # the usual case; argwhere would scan the whole mask
         return np.empty((0, 2), dtype=np.intp)
     return np.argwhere(source.any(axis=0) if source.ndim == 3 else source)
+
+
+def _floor_pixels(source: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Lateral mask of floored pixels (None when there are none); ``source`` is a mask or
+    the image."""
+    source = np.asarray(source)
+    if source.dtype != bool:
+        source = floored_mask(source)
+    elif source.shape != tuple(shape[-2:]):
+        raise ValueError(f"floor must have shape {tuple(shape[-2:])}, got {source.shape}")
+    return source if source.any() else None
 
 
 def _reaches_clipped(rows: dict[str, np.ndarray], clipped: np.ndarray, setup: _Setup):
@@ -1875,6 +1956,7 @@ def detect_spots(
     split_max_ratio: float | None = None,
     min_relative_intensity: float = DEFAULT_MIN_RELATIVE_INTENSITY,
     saturated: Any = None,
+    floor: Any = None,
     focus_stack: Any = None,
 ) -> pd.DataFrame:
     """Detect the signals of one FISH channel and estimate the copies inside clusters.
@@ -1932,6 +2014,10 @@ def detect_spots(
         Pixels the camera clipped, shape (Y, X) or that of ``image``. None: those of
         ``image`` at :func:`saturation_level`. Signals with a clipped pixel are marked
         ``saturated``: their intensity, and a cluster's copies, are lower bounds.
+    floor : array_like of bool, optional
+        Pixels held at a clipped floor, shape (Y, X) (:func:`floored_mask`). None: those
+        of ``image``. They and their neighbourhood (3 PSF sigmas) are left out of the
+        noise estimate.
     focus_stack : array_like, shape (Z, Y, X), optional
         When ``image`` is the maximum projection of a z-stack: that stack (corrected as the
         projection was), or an object with ``shape`` and ``planes_at(flat_indices)``.
@@ -2106,6 +2192,7 @@ def detect_spots(
         "copy_brightness": _positive(cluster_copy_brightness, "cluster_copy_brightness"),
         "min_relative_intensity": _fraction(min_relative_intensity, "min_relative_intensity"),
         "clipped": _clipped_pixels(image if saturated is None else saturated, raw.shape),
+        "floor": _floor_pixels(image if floor is None else floor, raw.shape),
         "focus_stack": focus_stack,
     }
     setup = _setup(raw, spacing_um, spot_sigma_um, merge_distance_um, split_max_ratio)
@@ -2134,7 +2221,11 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
     detection, filtered, background = spot_filter(
         raw, sigma_px=setup.sigma_px, block_px=setup.block_px
     )
-    noise = estimate_noise(detection, block_px=setup.block_px)
+    near_floor = None
+    if options["floor"] is not None:
+        reach = 2 * max(1, round(_FLOOR_REACH_SIGMAS * float(setup.sigma_px[-1]))) + 1
+        near_floor = ndi.maximum_filter(options["floor"].view(np.uint8), size=reach) > 0
+    noise = estimate_noise(detection, block_px=setup.block_px, exclude=near_floor)
     limit = _threshold(detection, noise, options["threshold"], options["threshold_snr"])
     coords = find_candidates(detection, limit, mask=options["mask"])
     spots = _measure(raw, filtered, background, coords, setup.sigma_px)

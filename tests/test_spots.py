@@ -933,3 +933,28 @@ def test_reference_is_not_taken_from_haze_in_3d():
 def test_focus_stack_must_match_the_projection():
     with pytest.raises(ValueError, match="focus_stack"):
         detect_spots(np.zeros((32, 32)), focus_stack=np.zeros((3, 32, 31)))
+
+
+def test_noise_leaves_out_a_clipped_floor():
+    """Nuclei on a background that software clipped at zero: the flat floor and the kinks
+    at its edges must not set the noise inside the nuclei."""
+    from ishcount.spots import estimate_noise, floored_mask, spot_filter
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:256, :256]
+    level = np.full((256, 256), 10.0)
+    for cy, cx in rng.uniform(30, 226, (12, 2)):
+        level[(yy - cy) ** 2 + (xx - cx) ** 2 < 22**2] = 60.0
+    image = np.clip(level + rng.normal(0, 4, level.shape) - 14, 0, None)
+    floor = floored_mask(image)
+    assert 0.5 < floor.mean() < 0.75
+    detection = spot_filter(image, sigma_px=1.4)[0]
+    reference = np.median(
+        estimate_noise(spot_filter(rng.normal(0, 4, level.shape), sigma_px=1.4)[0])
+    )
+    near = ndi.maximum_filter(floor.view(np.uint8), size=9) > 0
+    inside = (level > 10) & ~near
+    plain = np.median(estimate_noise(detection)[inside])
+    kept = np.median(estimate_noise(detection, exclude=near)[inside])
+    assert kept == pytest.approx(reference, rel=0.15)
+    assert abs(plain / reference - 1) > 0.3
