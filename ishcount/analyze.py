@@ -27,11 +27,13 @@ from ishcount.crosstalk import correction_weights, remove_crosstalk, weighted_su
 from ishcount.image import FishImage, max_projection
 from ishcount.segment import prepare_labels, segment_nuclei
 from ishcount.spots import (
+    DEFAULT_SPOT_SIGMA_UM,
     DEFAULT_THRESHOLD_SNR,
     broadband_debris,
     clipped_mask,
     detect_spots,
     floored_mask,
+    hot_pixels,
     remove_broadband,
 )
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
@@ -239,6 +241,35 @@ def _fill_missing(
     return filled, ~ndi.binary_dilation(large[pieces], iterations=margin)
 
 
+def _fill_hot_pixels(
+    acquired: Mapping[str, np.ndarray], params: AnalysisParams, pixel_um: float
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Replace the hot pixels of each probe channel (:func:`ishcount.spots.hot_pixels`, found
+    on the maximum projection of a z-stack) by the median of their 8 neighbours, in every
+    plane; return the channels and how many pixels each had. The inputs are not modified."""
+    filled, counts = dict(acquired), {}
+    for channel in SIGNAL_CHANNELS:
+        if channel not in acquired:
+            continue
+        array = acquired[channel]
+        sigma_um = getattr(params, channel).get("spot_sigma_um") or DEFAULT_SPOT_SIGMA_UM
+        sigma_px = float(np.ravel(sigma_um)[-1]) / pixel_um
+        hot = hot_pixels(max_projection(array) if array.ndim == 3 else array, sigma_px=sigma_px)
+        counts[channel] = int(hot.sum())
+        if counts[channel]:
+            ys, xs = np.nonzero(hot)
+            dy, dx = (a.ravel() for a in np.mgrid[-1:2, -1:2])
+            around = (dy != 0) | (dx != 0)
+            fixed = array.copy()
+            for plane, source in zip(
+                fixed.reshape(-1, *hot.shape), array.reshape(-1, *hot.shape), strict=True
+            ):
+                window = source[ys[:, None] + dy[around], xs[:, None] + dx[around]]
+                plane[ys, xs] = np.median(window, axis=1).astype(array.dtype)
+            filled[channel] = fixed
+    return filled, counts
+
+
 def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:
     """Per probe channel of a z-stack, the stack its projection came from, corrected alike."""
     weights = correction_weights(fractions, tuple(channels))
@@ -403,6 +434,7 @@ def analyze_image(
         if image.channel(name) is not None
     }
     acquired, measured = _fill_missing(acquired, image.name, image.spacing_um[-1])
+    acquired, hot = _fill_hot_pixels(acquired, params, image.spacing_um[-1])
     if measured is not None and (roi is None or np.shape(roi) == measured.shape):
         # Nuclei cut by a gap are incomplete: they are flagged as cut by the region.
         roi = measured if roi is None else np.logical_and(roi, measured)
@@ -461,7 +493,13 @@ def analyze_image(
             found["her2"], found["cep17"], drop_debris=params.remove_debris
         )
     detection = {
-        channel: freeze({**attrs[channel], "saturated_signals": int(table["saturated"].sum())})
+        channel: freeze(
+            {
+                **attrs[channel],
+                "saturated_signals": int(table["saturated"].sum()),
+                "hot_pixels": hot.get(channel, 0),
+            }
+        )
         for channel, table in found.items()
     }
     tables = [table for table in found.values() if len(table)]

@@ -66,6 +66,7 @@ __all__ = [
     "floored_mask",
     "gaussian_smooth",
     "half_sample_mode",
+    "hot_pixels",
     "measure_spot_sigma",
     "merge_split_signals",
     "remove_broadband",
@@ -119,6 +120,8 @@ _SMOOTH_CHUNK = 64  # columns per chunk when filtering along a non-contiguous ax
 # it the image is detected again at the measured size (see detect_spots' Notes).
 _SIGMA_AGREES = (0.8, 1.25)
 _SIZE_PASSES = 3  # detection passes at most: the assumed size and two measured ones
+_MIN_SIGMA_PX = 0.6  # narrowest size detected at: a pixel-integrated point measures 0.29 px
+_HOT_SDS = 6.0  # a hot pixel stands this many noise sds above its brightest neighbour ...
 _SURFACE_SPOTS = (150, 400)  # reference signals for a plane / a quadratic brightness surface
 
 
@@ -1861,6 +1864,83 @@ def clipped_mask(image: Any) -> np.ndarray:
     return clipped.any(axis=0) if clipped.ndim == 3 else clipped
 
 
+def hot_pixels(image: Any, *, sigma_px: float = DEFAULT_SPOT_SIGMA_UM / 0.1) -> np.ndarray:
+    """Single pixels brighter than any optical signal can make them: hot camera pixels and
+    cosmic-ray hits.
+
+    Parameters
+    ----------
+    image : array_like, shape (Y, X) or (Z, Y, X)
+        One channel as acquired. A z-stack is judged plane by plane.
+    sigma_px : float
+        Lateral sigma of the PSF in pixels (the narrowest signal the optics can form).
+
+    Returns
+    -------
+    numpy.ndarray of bool, same shape as ``image``
+        True at hot pixels (never within 2 pixels of the border).
+
+    Notes
+    -----
+    The optics spread every signal over its neighbours: a Gaussian of sigma ``s`` puts at
+    least ``exp(-1 / (2 s**2))`` of its peak on the nearest neighbour (0.78 at 1.4 px, 0.52
+    at 0.875 px). A pixel is hot when it stands :data:`_HOT_SDS` noise sds (the robust sd of
+    the 16 pixels two away) above its brightest neighbour and that step is more than
+    ``1 - exp(-1 / (2 s**2)) / 2`` of its height above those pixels' median: halfway between
+    what a centred signal gives and what a lone spike gives. The pixels tested are the few
+    that clear all four direct neighbours by 4 noise sds of the whole image (the sd of
+    neighbour differences), so the test costs a few passes over the image. A hot pixel
+    passes the detection threshold from about 25 noise sds and is as round as any signal:
+    400 of +300 ADU in a 2048 group2 field made 137 HER2 and 117 CEP17 false signals.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.normal(100, 3, (64, 64))
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> image += 300 * np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / (2 * 1.4**2))
+    >>> image[40, 40] += 300
+    >>> np.argwhere(hot_pixels(image, sigma_px=1.4)).tolist()
+    [[40, 40]]
+    """
+    array = np.asarray(image)
+    if array.ndim == 3:
+        return np.stack([hot_pixels(plane, sigma_px=sigma_px) for plane in array])
+    hot = np.zeros(array.shape, dtype=bool)
+    if array.ndim != 2 or min(array.shape) < 5:
+        return hot
+    values = array if np.issubdtype(array.dtype, np.number) else array.astype(np.float32)
+    rows = values[:: max(1, values.shape[0] // 64)].astype(np.float32)  # 64 rows suffice
+    steps = rows[:, 1:] - rows[:, :-1]
+    noise = _MAD_TO_SD * float(np.median(np.abs(steps - np.median(steps)))) / math.sqrt(2)
+    noise = max(noise, 1e-6 * max(float(np.abs(rows).max()), 1e-30))
+    prefilter = np.float32(4 * noise)
+    # Few pixels clear their left neighbour by 4 sds; only those see the other three.
+    centre = values[2:-2, 2:-2]
+    step_left = np.subtract(centre, values[2:-2, 1:-3], dtype=np.float32)
+    ys, xs = np.unravel_index(np.flatnonzero(step_left > prefilter), centre.shape)
+    ys, xs = ys + 2, xs + 2
+    peak = values[ys, xs].astype(np.float32)
+    clear = np.ones(ys.size, dtype=bool)
+    for oy, ox in ((0, 1), (-1, 0), (1, 0)):
+        clear &= peak - values[ys + oy, xs + ox] > prefilter
+    ys, xs, peak = ys[clear], xs[clear], peak[clear]
+    if ys.size == 0:
+        return hot
+    dy, dx = (axis.ravel() for axis in np.mgrid[-2:3, -2:3])
+    ring = np.maximum(np.abs(dy), np.abs(dx))
+    window = values[ys[:, None] + dy, xs[:, None] + dx].astype(np.float32)
+    brightest = window[:, ring == 1].max(axis=1)
+    outer = window[:, ring == 2]
+    level = np.median(outer, axis=1)
+    spread = np.maximum(_MAD_TO_SD * np.median(np.abs(outer - level[:, None]), axis=1), noise)
+    step = peak - brightest
+    allowed = 1 - math.exp(-1 / (2 * float(sigma_px) ** 2)) / 2
+    spike = (step > _HOT_SDS * spread) & (step > allowed * (peak - level))
+    hot[ys[spike], xs[spike]] = True
+    return hot
+
+
 def floored_mask(image: Any) -> np.ndarray:
     """Pixels held at a clipped floor: the image's lowest value, when it holds too many.
 
@@ -2201,7 +2281,8 @@ def detect_spots(
     for _ in range(_SIZE_PASSES - 1 if spot_sigma_um is None else 0):
         # The ring around a wide signal's aperture still holds some of it, so a wide size
         # is underestimated until the aperture fits; a second try corrects most of it.
-        measured_um = float(measured_px * setup.spacing[-1])
+        # (Single-pixel spikes measure near 0 px; nothing is detected below a sampled point.)
+        measured_um = float(max(measured_px, _MIN_SIGMA_PX) * setup.spacing[-1])
         ratio = measured_um / float(setup.sigma_px[-1] * setup.spacing[-1])
         if not math.isfinite(ratio) or _SIGMA_AGREES[0] <= ratio <= _SIGMA_AGREES[1]:
             break

@@ -182,6 +182,27 @@ def test_a_background_clipped_to_zero_is_not_taken_for_signals():
     assert ratios[1] == pytest.approx(ratios[0], rel=0.05)
 
 
+def test_hot_pixels_are_not_counted_as_signals():
+    """A camera's hot pixels (and cosmic rays) are single bright pixels, as round as any
+    signal to the spot filter: 400 of +300 ADU on a 2048 field had made 137 HER2 and 117
+    CEP17 false signals. They are replaced by their neighbours' median before detection."""
+    field = make_field("group2", shape=(1024, 1024), rng=3)
+    dapi, her2, cep17 = _channels(field)
+    rng = np.random.default_rng(0)
+    for channel in (her2, cep17):
+        where = rng.integers(2, 1022, (100, 2))
+        channel[where[:, 0], where[:, 1]] += 300
+    image = FishImage(dapi, her2, cep17, spacing_um=(0.1, 0.1))
+    kept = her2.copy()
+    before, after = analyze_image(field.image), analyze_image(image)
+    for channel in ("her2", "cep17"):
+        assert 95 <= after.detection[channel]["hot_pixels"] <= 102
+        assert before.detection[channel]["hot_pixels"] == 0
+        counts = [(r.spots["channel"] == channel).sum() for r in (before, after)]
+        assert abs(int(counts[1]) - int(counts[0])) <= 2
+    np.testing.assert_array_equal(image.her2, kept)  # the input itself is left as it was
+
+
 def _channels(field):
     return [
         np.asarray(getattr(field.image, name), np.float32) for name in ("dapi", "her2", "cep17")

@@ -958,3 +958,29 @@ def test_noise_leaves_out_a_clipped_floor():
     kept = np.median(estimate_noise(detection, exclude=near)[inside])
     assert kept == pytest.approx(reference, rel=0.15)
     assert abs(plain / reference - 1) > 0.3
+
+
+def test_hot_pixels_are_found_and_signals_are_not():
+    from ishcount.spots import hot_pixels
+    from ishcount.synthetic import make_field
+
+    field = make_field("group1", shape=(512, 512), rng=2)  # clusters, splits, weak signals
+    image = np.asarray(field.image.her2).astype(np.int32)
+    rng = np.random.default_rng(0)
+    where = rng.integers(3, 509, (60, 2))
+    image[where[:, 0], where[:, 1]] += rng.integers(100, 3000, 60)
+    found = np.argwhere(hot_pixels(image, sigma_px=1.4))
+    assert {tuple(p) for p in where} <= {tuple(p) for p in found}
+    assert len(found) <= len(np.unique(where, axis=0)) + 2  # a noise spike or two at most
+    assert not hot_pixels(field.image.her2, sigma_px=1.4).any()
+    assert not hot_pixels(field.image.cep17, sigma_px=1.4).any()
+
+
+def test_single_pixel_spikes_alone_do_not_break_detection():
+    """Spikes measure narrower than any signal; detection must not shrink below a pixel."""
+    rng = np.random.default_rng(1)
+    image = rng.normal(100, 3, (128, 128))
+    where = rng.integers(5, 123, (40, 2))
+    image[where[:, 0], where[:, 1]] += 3000
+    table = detect_spots(image)
+    assert table.attrs["spot_sigma_um"] >= 0.06 - 1e-9  # 0.6 px at the default 0.1 um
