@@ -23,7 +23,13 @@ from scipy import special
 
 from ishcount._frozen import freeze
 from ishcount.assign import CountParams, assign_spots, count_spots, nuclei_near
-from ishcount.crosstalk import correction_weights, remove_crosstalk, weighted_sum
+from ishcount.crosstalk import (
+    correction_weights,
+    register_channels,
+    remove_crosstalk,
+    shift_image,
+    weighted_sum,
+)
 from ishcount.image import FishImage, max_projection
 from ishcount.segment import prepare_labels, segment_nuclei
 from ishcount.spots import (
@@ -73,6 +79,11 @@ class AnalysisParams:
         each other (:func:`ishcount.crosstalk.remove_crosstalk`) and take it out before
         detection, so that chromatin texture and the faint copies of bright signals in the
         other probe are not taken for weak signals.
+    register_channels : bool
+        Measure how far each probe channel's image lies from DAPI's
+        (:func:`ishcount.crosstalk.measure_shift`, from the bleed-through and haze they
+        share) and move it back before anything else, so that signals near a nucleus's
+        outline are given to it and the bleed-through is measured where it lies.
     remove_debris : bool
         Drop autofluorescent debris (a cluster-like object in both probe channels at one
         place, :func:`ishcount.spots.broadband_debris`) from the signal tables and exclude
@@ -96,6 +107,7 @@ class AnalysisParams:
     project_z: bool = True
     remove_crosstalk: bool = True
     remove_debris: bool = True
+    register_channels: bool = True
 
     def __post_init__(self) -> None:
         for name in ("segment", "her2", "cep17"):
@@ -113,6 +125,7 @@ class AnalysisParams:
             "project_z": self.project_z,
             "remove_crosstalk": self.remove_crosstalk,
             "remove_debris": self.remove_debris,
+            "register_channels": self.register_channels,
         }
 
     @classmethod
@@ -127,6 +140,7 @@ class AnalysisParams:
             project_z=bool(data.get("project_z", True)),
             remove_crosstalk=bool(data.get("remove_crosstalk", True)),
             remove_debris=bool(data.get("remove_debris", True)),
+            register_channels=bool(data.get("register_channels", True)),
         )
 
     def digest(self) -> str:
@@ -268,6 +282,24 @@ def _fill_hot_pixels(
                 plane[ys, xs] = np.median(window, axis=1).astype(array.dtype)
             filled[channel] = fixed
     return filled, counts
+
+
+def _register_probes(
+    acquired: Mapping[str, np.ndarray], pixel_um: float
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int] | None]]:
+    """Move each probe channel back by the shift :func:`ishcount.crosstalk.measure_shift`
+    finds against DAPI (on maximum projections of z-stacks); return the channels and the
+    shifts (None: none found)."""
+    dapi = acquired["dapi"]
+    probes = {c: acquired[c] for c in SIGNAL_CHANNELS if c in acquired}
+    planes = {c: max_projection(a) if a.ndim == 3 else a for c, a in probes.items()}
+    reference = max_projection(dapi) if dapi.ndim == 3 else dapi
+    shifts = register_channels(planes, reference, spacing_um=pixel_um)
+    moved = dict(acquired)
+    for channel, shift in shifts.items():
+        if shift not in (None, (0, 0)):
+            moved[channel] = shift_image(acquired[channel], shift)
+    return moved, shifts
 
 
 def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:
@@ -435,6 +467,9 @@ def analyze_image(
     }
     acquired, measured = _fill_missing(acquired, image.name, image.spacing_um[-1])
     acquired, hot = _fill_hot_pixels(acquired, params, image.spacing_um[-1])
+    shifts: dict[str, tuple[int, int] | None] = {}
+    if params.register_channels:
+        acquired, shifts = _register_probes(acquired, image.spacing_um[-1])
     if measured is not None and (roi is None or np.shape(roi) == measured.shape):
         # Nuclei cut by a gap are incomplete: they are flagged as cut by the region.
         roi = measured if roi is None else np.logical_and(roi, measured)
@@ -498,6 +533,7 @@ def analyze_image(
                 **attrs[channel],
                 "saturated_signals": int(table["saturated"].sum()),
                 "hot_pixels": hot.get(channel, 0),
+                "shift_px": None if shifts.get(channel) is None else list(shifts[channel]),
             }
         )
         for channel, table in found.items()

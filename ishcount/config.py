@@ -162,7 +162,7 @@ def parse_pipeline(data: Any, *, source: str = "<memory>") -> PipelineConfig:
     image = where.mapping(mapping.get("image", {}), "image")
     where.known(image, "image", {"channels", "pixel_size_um", "channel_files", "tile_size"})
     spots = where.mapping(mapping.get("spots", {}), "spots")
-    known = {*CHANNELS[1:], "project_z", "remove_crosstalk", "remove_debris"}
+    known = {*CHANNELS[1:], "project_z", "remove_crosstalk", "remove_debris", "register_channels"}
     where.known(spots, "spots", known)
     analysis = AnalysisParams(
         segment=where.kwargs(mapping.get("segment", {}), "segment", segment_nuclei),
@@ -174,6 +174,9 @@ def parse_pipeline(data: Any, *, source: str = "<memory>") -> PipelineConfig:
             spots.get("remove_crosstalk", True), "spots.remove_crosstalk", bool
         ),
         remove_debris=where.typed(spots.get("remove_debris", True), "spots.remove_debris", bool),
+        register_channels=where.typed(
+            spots.get("register_channels", True), "spots.register_channels", bool
+        ),
     )
     return PipelineConfig(
         name=name,

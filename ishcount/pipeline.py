@@ -435,14 +435,15 @@ def finish_case(
 
 def _input_facts(field_record: Path) -> dict[str, Any]:
     """What a field's record says about its input: how the file was compressed with loss
-    ("" when it was not) and the signal size measured in each channel (um; None unknown)."""
+    ("" when it was not), the signal size measured in each channel (um; None unknown) and
+    the shift of each probe channel against DAPI that the analysis undid (pixels)."""
     document = _read_record(field_record)
-    sizes = [
-        found.get("measured_spot_sigma_um") for found in (document.get("detection") or {}).values()
-    ]
+    detection = document.get("detection") or {}
+    sizes = [found.get("measured_spot_sigma_um") for found in detection.values()]
     return {
         "lossy": str(document.get("lossy") or ""),
         "signal_sigma_um": [None if size is None else float(size) for size in sizes],
+        "probe_shift_px": {channel: found.get("shift_px") for channel, found in detection.items()},
     }
 
 

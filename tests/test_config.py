@@ -89,7 +89,7 @@ def test_digest_changes_with_any_parameter():
     assert AnalysisParams.from_dict(changed.to_dict()) == changed
 
 
-@pytest.mark.parametrize("switch", ["remove_crosstalk", "remove_debris"])
+@pytest.mark.parametrize("switch", ["remove_crosstalk", "remove_debris", "register_channels"])
 def test_spot_switches_reach_the_analysis(switch):
     default = parse_pipeline({"name": "x"}).analysis
     off = parse_pipeline({"name": "x", "spots": {switch: False}}).analysis

@@ -110,7 +110,9 @@ def read_case_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
     layers: list[LayerData] = []
     for index, fld in enumerate(session.fields.values()):
         field_layers = (
-            image_layer_data(fld.image, n_fields=len(session.fields)) if fld.image else []
+            image_layer_data(fld.image, n_fields=len(session.fields), shifts=fld.probe_shift_px)
+            if fld.image
+            else []
         )
         field_layers += roi_layer_data(session, fld.name)  # the region a batch run was given
         field_layers += result_layer_data(session, fld.name)
@@ -198,6 +200,10 @@ def _image_entry(fld: ReviewField, case_dir: Path) -> dict[str, Any]:
         entry["masks"] = dict(fld.masks)
     entry["lossy"] = fld.lossy
     entry["signal_sigma_um"] = list(fld.signal_sigma_um)
+    entry["probe_shift_px"] = {
+        channel: None if shift is None else list(shift)
+        for channel, shift in fld.probe_shift_px.items()
+    }
     return entry
 
 
@@ -369,6 +375,10 @@ def _load_field(entry: dict[str, Any], case_dir: Path, cells, spots) -> ReviewFi
         masks,
         lossy=str(entry.get("lossy") or ""),
         signal_sigma_um=tuple(entry.get("signal_sigma_um") or ()),
+        probe_shift_px={
+            channel: None if shift is None else tuple(shift)
+            for channel, shift in (entry.get("probe_shift_px") or {}).items()
+        },
     )
 
 

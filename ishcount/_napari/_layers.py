@@ -7,6 +7,7 @@ size as ``scale`` (micrometres); result layers live in the same pixel coordinate
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,12 @@ def contrast_limits(array: Any, *, low: float = 0.5, high: float = 99.8) -> tupl
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
-def image_layer_data(image: FishImage, *, n_fields: int = 1) -> list[LayerData]:
+def image_layer_data(
+    image: FishImage,
+    *,
+    n_fields: int = 1,
+    shifts: Mapping[str, Sequence[int] | None] | None = None,
+) -> list[LayerData]:
     """Return DAPI, HER2 and CEP17 image layers of one field.
 
     Parameters
@@ -83,6 +89,10 @@ def image_layer_data(image: FishImage, *, n_fields: int = 1) -> list[LayerData]:
         The field.
     n_fields : int
         Fields in the case; above 1 the layer names carry the field name.
+    shifts : mapping of str to (dy, dx), optional
+        Per probe channel, the shift (pixels) the analysis found against DAPI and undid
+        (``detection.<channel>.shift_px``): the layer is translated back by it, so that the
+        signals it shows lie under their detections.
 
     Returns
     -------
@@ -108,6 +118,10 @@ def image_layer_data(image: FishImage, *, n_fields: int = 1) -> list[LayerData]:
             "units": "µm",
             "metadata": {"ishcount": {"field": image.name, "role": channel}},
         }
+        shift = (shifts or {}).get(channel)
+        if shift is not None and any(shift):
+            lateral = [-d * s for d, s in zip(shift, image.spacing_um[-2:], strict=True)]
+            kwargs["translate"] = (0.0,) * (len(image.spacing_um) - 2) + tuple(lateral)
         layers.append((data, kwargs, "image"))
     return layers
 

@@ -121,6 +121,8 @@ class ReviewField:
         How the field's file was compressed with loss ("" when it was not).
     signal_sigma_um : tuple of float or None
         Signal size measured in each channel (um; None when unknown).
+    probe_shift_px : dict of str to (int, int) or None
+        Per probe channel, the shift against DAPI that the analysis undid (pixels).
     """
 
     name: str
@@ -133,6 +135,7 @@ class ReviewField:
     masks: dict[str, str] = field(default_factory=dict)
     lossy: str = ""
     signal_sigma_um: tuple[float | None, ...] = ()
+    probe_shift_px: dict[str, tuple[int, int] | None] = field(default_factory=dict)
 
     @property
     def ndim(self) -> int:
@@ -156,6 +159,14 @@ def _check_copies(copies: Any) -> int:
     if isinstance(copies, bool) or int(copies) != copies or int(copies) < 1:
         raise ValueError(f"copies must be a whole number >= 1, got {copies!r}")
     return int(copies)
+
+
+def _shifts(detection: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int] | None]:
+    """Per channel, the ``shift_px`` of :func:`ishcount.analyze_image`'s detection record."""
+    return {
+        channel: None if found.get("shift_px") is None else tuple(found["shift_px"])
+        for channel, found in detection.items()
+    }
 
 
 class ReviewSession:
@@ -271,6 +282,7 @@ class ReviewSession:
                 signal_sigma_um=tuple(
                     found.get("measured_spot_sigma_um") for found in r.detection.values()
                 ),
+                probe_shift_px=_shifts(r.detection),
             )
             for r, image, roi in zip(results, images, rois, strict=True)
         ]

@@ -411,6 +411,11 @@ class IshcountWidget(QWidget):
             if kwargs["name"] in self.viewer.layers:
                 self.viewer.layers.remove(kwargs["name"])
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        for channel, shift in session.field(field).probe_shift_px.items():
+            layer = self._layer(self.channel_boxes[channel].currentText())
+            if layer is not None and shift is not None and any(shift):  # undone by the analysis
+                lateral = -np.asarray(shift, float) * np.asarray(layer.scale)[-2:]
+                layer.translate = (*np.asarray(layer.translate)[:-2], *lateral)
         self.case_dir = None
         self.autosave_dir = Path(tempfile.gettempdir()) / "ishcount" / field / AUTOSAVE_DIR
         self._start_review(session)

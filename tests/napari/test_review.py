@@ -308,3 +308,34 @@ def test_notes_about_the_inputs_hold_through_the_review(tmp_path):
     write_reviewed_case(tmp_path / "out" / "caseJ", session)
     record = json.loads((tmp_path / "out" / "caseJ" / "case.json").read_text())
     assert input_notes(record["summary"]["notes"]) == first
+
+
+def test_probe_layers_are_shown_where_their_signals_were_counted(tmp_path):
+    """A HER2 channel the analysis moved back by its shift against DAPI is shown translated
+    back too, so that its signals lie under their marks."""
+    import tifffile
+
+    from ishcount._napari._io import read_case_layers
+    from ishcount._napari._layers import image_layer_data
+    from ishcount.pipeline import run_batch
+
+    image = make_field("group1", shape=(64, 64), rng=1).image
+    layers = image_layer_data(image, shifts={"her2": (4, 3), "cep17": None})
+    translate = {kw["name"]: kw.get("translate") for _, kw, _ in layers}
+    assert translate["HER2"] == pytest.approx((-0.4, -0.3))
+    assert translate["DAPI"] is None
+    assert translate["CEP17"] is None
+
+    field = make_field("group2", shape=(384, 384), spacing_um=0.16, rng=3).image
+    stack = np.stack([np.asarray(field.channel(c)) for c in ("dapi", "her2", "cep17")])
+    stack[1] = np.roll(stack[1], (3, -2), axis=(0, 1))
+    folder = tmp_path / "in" / "caseS"
+    folder.mkdir(parents=True)
+    meta = {"axes": "CYX", "Channel": {"Name": ["DAPI", "HER2", "CEP17"]}}
+    meta.update(PhysicalSizeX=0.16, PhysicalSizeY=0.16)
+    tifffile.imwrite(folder / "f1.ome.tif", stack, ome=True, metadata=meta)
+    [outcome] = run_batch([folder], tmp_path / "out", workers=1)
+    assert outcome.record["images"][0]["probe_shift_px"]["her2"] == [3, -2]
+    layers = read_case_layers(tmp_path / "out" / "caseS")
+    her2 = next(kw for _, kw, _ in layers if kw["name"].startswith("HER2"))
+    assert her2["translate"] == pytest.approx((-0.48, 0.32))

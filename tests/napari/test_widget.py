@@ -298,3 +298,20 @@ def test_masks_beside_an_opened_image_become_its_nuclei_and_region(
         np.testing.assert_array_equal(used == label, field.nuclei == under[0])
     cells = widget.session.cells
     assert (cells["exclusion_reason"] == "touches ROI edge").any()
+
+
+def test_a_shifted_probe_layer_is_moved_back_after_the_analysis(make_napari_viewer, qtbot):
+    from ishcount._napari._layers import image_layer_data
+
+    image = make_field("group2", shape=(384, 384), rng=3).image
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in image_layer_data(image):
+        if kwargs["name"] == "HER2":
+            data = np.roll(np.asarray(data), (2, 3), axis=(0, 1))
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = IshcountWidget(viewer)
+    assert widget.run_analysis() is not None
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=TIMEOUT_MS)
+    assert widget.session.field(widget.field).probe_shift_px["her2"] == (2, 3)
+    np.testing.assert_allclose(viewer.layers["HER2"].translate, (-0.2, -0.3))
+    np.testing.assert_allclose(viewer.layers["CEP17"].translate, (0, 0))
