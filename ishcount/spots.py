@@ -1916,9 +1916,12 @@ def hot_pixels(image: Any, *, sigma_px: float = DEFAULT_SPOT_SIGMA_UM / 0.1) -> 
     noise = max(noise, 1e-6 * max(float(np.abs(rows).max()), 1e-30))
     prefilter = np.float32(4 * noise)
     # Few pixels clear their left neighbour by 4 sds; only those see the other three.
-    centre = values[2:-2, 2:-2]
-    step_left = np.subtract(centre, values[2:-2, 1:-3], dtype=np.float32)
-    ys, xs = np.unravel_index(np.flatnonzero(step_left > prefilter), centre.shape)
+    centre, left = values[2:-2, 2:-2], values[2:-2, 1:-3]
+    if values.dtype == np.uint16:  # camera data: no float copy (an overflow only adds a test)
+        above = centre > left + np.uint16(min(math.ceil(prefilter), 65535))
+    else:
+        above = np.subtract(centre, left, dtype=np.float32) > prefilter
+    ys, xs = np.unravel_index(np.flatnonzero(above), centre.shape)
     ys, xs = ys + 2, xs + 2
     peak = values[ys, xs].astype(np.float32)
     clear = np.ones(ys.size, dtype=bool)
@@ -1976,10 +1979,12 @@ def floored_mask(image: Any) -> np.ndarray:
     none = np.zeros(array.shape[-2:], dtype=bool)
     if array.size == 0 or not np.issubdtype(array.dtype, np.number):
         return none
-    low = array.min()
-    if np.mean(array[..., ::4, ::4] == low) <= _FLOOR_SHARE / 2:  # the usual case, cheaply
+    # A floor holding 1% of the pixels holds about as much of an even sample, and is its
+    # lowest value too: the usual case (no floor) is settled on a sixteenth of the pixels.
+    sample = array[..., ::4, ::4]
+    if np.mean(sample == sample.min()) <= _FLOOR_SHARE / 2:
         return none
-    held = array == low
+    held = array == array.min()
     if held.mean() <= _FLOOR_SHARE:
         return none
     return held.all(axis=0) if held.ndim == 3 else held
