@@ -346,19 +346,9 @@ def measure_shift(
     >>> measure_shift(probe, dapi)
     (3, -2)
     """
-    target, origin = np.asarray(channel), np.asarray(reference)
-    if target.ndim != 2 or origin.shape != target.shape:
-        raise ValueError(
-            f"channel and reference must be 2D images of one shape, got {target.shape} and "
-            f"{origin.shape}"
-        )
-    sigma_px = _sigma_px(spacing_um, spot_sigma_um, tile_px, max_tiles)
-    pixel_um = DEFAULT_LATERAL_SPACING_UM if spacing_um is None else np.ravel(spacing_um)[-1]
-    reach = max(1, round(float(max_shift_um) / float(pixel_um)))
-    tiles = _busiest_tiles(origin, tile_px, max_tiles)
-    return _best_shift(
-        _clipped_details(target, tiles, sigma_px), _clipped_details(origin, tiles, sigma_px), reach
-    )
+    options = {"spot_sigma_um": spot_sigma_um, "max_shift_um": max_shift_um}
+    options.update(spacing_um=spacing_um, tile_px=tile_px, max_tiles=max_tiles)
+    return register_channels({"channel": channel}, reference, **options)["channel"]
 
 
 def _clipped_details(image: np.ndarray, tiles, sigma_px: float) -> list[np.ndarray]:
@@ -413,6 +403,12 @@ def register_channels(
     {'her2': (1, 2), 'cep17': None}
     """
     origin = np.asarray(reference)
+    for name, channel in channels.items():
+        if origin.ndim != 2 or np.shape(channel) != origin.shape:
+            raise ValueError(
+                f"{name} and reference must be 2D images of one shape, got "
+                f"{np.shape(channel)} and {origin.shape}"
+            )
     sigma_px = _sigma_px(spacing_um, spot_sigma_um, tile_px, max_tiles)
     pixel_um = DEFAULT_LATERAL_SPACING_UM if spacing_um is None else np.ravel(spacing_um)[-1]
     reach = max(1, round(float(max_shift_um) / float(pixel_um)))
@@ -421,11 +417,6 @@ def register_channels(
     shifts = {}
     for name, channel in channels.items():
         target = np.asarray(channel)
-        if target.shape != origin.shape:
-            raise ValueError(
-                f"channel {name!r} and the reference must have one shape, got {target.shape} "
-                f"and {origin.shape}"
-            )
         shifts[name] = _best_shift(
             _clipped_details(target, tiles, sigma_px), reference_details, reach
         )

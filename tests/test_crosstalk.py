@@ -270,3 +270,8 @@ def test_a_probe_channel_shifted_against_dapi_is_found_and_moved_back():
     assert (counts[0].loc[same] == counts[1].loc[same]).all(axis=1).mean() > 0.95
     skipped = analyze_image(moved, params=AnalysisParams(register_channels=False))
     assert skipped.detection["her2"]["shift_px"] is None
+
+
+def test_registration_names_a_channel_of_another_shape():
+    with pytest.raises(ValueError, match="channel and reference must be 2D images of one shape"):
+        measure_shift(np.zeros((64, 64)), np.zeros((64, 32)))
