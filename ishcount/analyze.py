@@ -180,7 +180,10 @@ class ImageResult:
     detection : mapping of str to mapping
         Per signal channel, what detection measured in this image (the ``attrs`` of
         :func:`ishcount.detect_spots`' table): single-signal reference, noise, threshold
-        and signal size.
+        and signal size; with ``saturated_signals`` (signals reaching the camera's
+        maximum), ``hot_pixels`` (replaced before detection, :func:`ishcount.spots.hot_pixels`)
+        and ``shift_px`` (the channel's shift against DAPI that was undone, ``[dy, dx]``;
+        None when none was measured or registration is off).
     """
 
     name: str
