@@ -1864,7 +1864,9 @@ def clipped_mask(image: Any) -> np.ndarray:
     return clipped.any(axis=0) if clipped.ndim == 3 else clipped
 
 
-def hot_pixels(image: Any, *, sigma_px: float = DEFAULT_SPOT_SIGMA_UM / 0.1) -> np.ndarray:
+def hot_pixels(
+    image: Any, *, sigma_px: float = DEFAULT_SPOT_SIGMA_UM / DEFAULT_LATERAL_SPACING_UM
+) -> np.ndarray:
     """Single pixels brighter than any optical signal can make them: hot camera pixels and
     cosmic-ray hits.
 
