@@ -36,6 +36,7 @@ from ishcount.spots import (
     DEFAULT_SPOT_SIGMA_UM,
     DEFAULT_THRESHOLD_SNR,
     broadband_debris,
+    canvas_mask,
     clipped_mask,
     detect_spots,
     floored_mask,
@@ -222,8 +223,9 @@ def _fill_missing(
     acquired: Mapping[str, np.ndarray], name: str, spacing_um: float
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Fill the pixels a channel did not measure (NaN or infinite: stitching gaps,
-    registration borders, dead pixels) and return where signals may be detected (None:
-    everywhere).
+    registration borders, dead pixels; or the black canvas around a stitched or rotated
+    field, :func:`ishcount.spots.canvas_mask`) and return where signals may be detected
+    (None: everywhere).
 
     A pixel missing in one channel is filled in all of them, so that the bleed-through
     measurement does not compare real DAPI with a filled probe: DAPI gets its lowest
@@ -241,6 +243,14 @@ def _fill_missing(
         if not finite.any():
             raise ValueError(f"{name}: the {channel} channel holds no finite value")
         missing = ~finite if missing is None else missing | ~finite
+    channels = list(acquired)
+    canvas = canvas_mask(
+        [acquired[c] for c in channels], spacing_um=spacing_um, reference=channels.index("dapi")
+    )
+    if canvas is not None:
+        shape = next(iter(acquired.values())).shape
+        canvas = np.broadcast_to(canvas, shape)
+        missing = canvas if missing is None else missing | canvas
     if missing is None:
         return dict(acquired), None
     filled = {}

@@ -58,6 +58,7 @@ __all__ = [
     "SingleSignalReference",
     "brightness_surface",
     "broadband_debris",
+    "canvas_mask",
     "clipped_mask",
     "detect_spots",
     "estimate_cluster_copies",
@@ -108,6 +109,9 @@ _SPLIT_FOOTPRINT = math.exp(0.5)
 _FLOOR_SHARE = 0.01
 #: Detection-image pixels this many PSF sigmas from a floored pixel feel the clip's kink.
 _FLOOR_REACH_SIGMAS = 3.0
+#: A canvas's edge jumps from the floor by more than this many noise sds in DAPI (8.7-23 on
+#: synthetic canvases; the edge of a background clipped in every channel stands at 0).
+_CANVAS_JUMP_SDS = 4.0
 _CORE_HALF_WIDTH = math.log(2.0)  # the reference's core: within a factor 2 of its centre
 _CENTRE_HALF_WIDTH = math.log(4.0)  # the centre: a biweight over a factor 4 either side
 _ROW_KEYS = ("position", "peak", "intensity", "footprint", "copies", "background")
@@ -1864,6 +1868,19 @@ def clipped_mask(image: Any) -> np.ndarray:
     return clipped.any(axis=0) if clipped.ndim == 3 else clipped
 
 
+def _difference_noise(plane: np.ndarray, above: float | None = None) -> float:
+    """Robust pixel noise sd of a 2D image from differences of horizontal neighbours (16
+    rows suffice; only pairs both above ``above`` when given), never quite 0."""
+    rows = plane[:: max(1, plane.shape[0] // 16)].astype(np.float32)
+    steps = rows[:, 1:] - rows[:, :-1]
+    if above is not None:
+        steps = steps[(rows[:, 1:] > above) & (rows[:, :-1] > above)]
+        if steps.size == 0:
+            return 1e-6 * max(float(np.abs(rows).max()), 1e-30)
+    noise = _MAD_TO_SD * float(np.median(np.abs(steps - np.median(steps)))) / math.sqrt(2)
+    return max(noise, 1e-6 * max(float(np.abs(rows).max()), 1e-30))
+
+
 def hot_pixels(
     image: Any, *, sigma_px: float = DEFAULT_SPOT_SIGMA_UM / DEFAULT_LATERAL_SPACING_UM
 ) -> np.ndarray:
@@ -1912,10 +1929,7 @@ def hot_pixels(
     if array.ndim != 2 or min(array.shape) < 5:
         return hot
     values = array if np.issubdtype(array.dtype, np.number) else array.astype(np.float32)
-    rows = values[:: max(1, values.shape[0] // 16)].astype(np.float32)  # 16 rows suffice
-    steps = rows[:, 1:] - rows[:, :-1]
-    noise = _MAD_TO_SD * float(np.median(np.abs(steps - np.median(steps)))) / math.sqrt(2)
-    noise = max(noise, 1e-6 * max(float(np.abs(rows).max()), 1e-30))
+    noise = _difference_noise(values)
     prefilter = np.float32(4 * noise)
     # Few pixels clear their left neighbour by 4 sds; only those see the other three.
     centre, left = values[2:-2, 2:-2], values[2:-2, 1:-3]
@@ -1990,6 +2004,78 @@ def floored_mask(image: Any) -> np.ndarray:
     if held.mean() <= _FLOOR_SHARE:
         return none
     return held.all(axis=0) if held.ndim == 3 else held
+
+
+def canvas_mask(
+    channels: Sequence[Any], *, spacing_um: float = DEFAULT_LATERAL_SPACING_UM, reference: int = 0
+) -> np.ndarray | None:
+    """Pixels outside the imaged area of a stitched or rotated canvas (None when none).
+
+    Parameters
+    ----------
+    channels : sequence of array_like, each (Y, X) or (Z, Y, X)
+        Every channel of one field as acquired.
+    spacing_um : float
+        Lateral pixel size.
+    reference : int
+        The channel whose edge is judged (DAPI: the tissue is never black in it).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (Y, X), or None
+
+    Notes
+    -----
+    A canvas is held at the floor (:func:`floored_mask`) in every channel at once, in
+    pieces of 1 um^2 or more, and at its edge the reference channel jumps from the floor to
+    the tissue's level: the median of the pixels along the edge stands more than
+    :data:`_CANVAS_JUMP_SDS` noise sds above the floor (8.7-23 sds for canvases on five
+    synthetic presets). Where software clipped the background at zero, the pixels around
+    a region clipped in every channel are still clipped in DAPI (their median is the
+    floor, at 30-90% clipping on the same fields), so it is not taken for a canvas. Nuclei
+    that a canvas cuts are incomplete; ishcount treats the canvas as missing data (flagged
+    like the edge of a region of interest).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> dapi = rng.normal(300, 5, (64, 64)).round(); probe = rng.normal(120, 3, (64, 64))
+    >>> dapi[:, 40:] = 0; probe[:, 40:] = 0
+    >>> canvas_mask([dapi, probe]).sum(axis=0)[[39, 40]].tolist()
+    [0, 64]
+    >>> canvas_mask([np.clip(dapi - 300, 0, None), np.clip(probe - 120, 0, None)]) is None
+    True
+    """
+    floors = [floored_mask(channel) for channel in channels]
+    if not floors or not all(floor.any() for floor in floors):
+        return None
+    held = np.logical_and.reduce(floors)
+    pieces, n = ndi.label(held, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return None
+    large = np.bincount(pieces.ravel()) * float(spacing_um) ** 2 >= 1.0
+    large[0] = False
+    if not large.any():
+        return None
+    pieces = np.where(large[pieces], pieces, 0)
+    plane = np.asarray(channels[reference])
+    plane = plane.max(axis=0) if plane.ndim == 3 else plane
+    grown = ndi.grey_dilation(pieces, size=3)
+    edge = (grown > 0) & (pieces == 0)
+    ids, values = grown[edge], plane[edge].astype(np.float64)
+    if ids.size == 0:  # one piece is the whole image: blank, not a canvas around a field
+        return None
+    order = np.lexsort((values, ids))
+    ids, values = ids[order], values[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    counts = np.diff(np.r_[starts, ids.size])
+    medians = values[starts + (counts - 1) // 2]
+    floor = float(plane.min())
+    jump = _CANVAS_JUMP_SDS * _difference_noise(plane, above=floor)
+    canvas_ids = ids[starts][medians - floor > jump]
+    if canvas_ids.size == 0:
+        return None
+    return np.isin(pieces, canvas_ids)
 
 
 def _clipped_pixels(source: Any, shape: tuple[int, ...]) -> np.ndarray:

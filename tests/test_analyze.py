@@ -182,6 +182,25 @@ def test_a_background_clipped_to_zero_is_not_taken_for_signals():
     assert ratios[1] == pytest.approx(ratios[0], rel=0.05)
 
 
+def test_a_black_canvas_is_missing_data_and_the_nuclei_it_cuts_are_not_scored():
+    """Stitched or rotated fields sit on a canvas of zeros. Without treating it as missing,
+    4 of the 16 nuclei within 60 px of such a band were scored although it cut them (a 2048
+    group2 field)."""
+    field = make_field("group2", shape=(1024, 1024), rng=3)
+    dapi, her2, cep17 = _channels(field)
+    for channel in (dapi, her2, cep17):
+        channel[:, 700:] = 0
+    result = analyze_image(FishImage(dapi, her2, cep17, spacing_um=(0.1, 0.1)))
+    labels, cells = result.labels, result.cells.set_index("label")
+    cut = np.unique(labels[:, 695:700])  # nuclei reaching the canvas's margin
+    cut = cut[cut > 0]
+    assert len(cut) >= 3
+    reasons = set(cells.loc[cut, "exclusion_reason"])
+    assert reasons <= {"touches ROI edge", "touches image edge"}
+    assert "touches ROI edge" in reasons
+    assert not (result.spots["x"] > 695).any()
+
+
 def test_hot_pixels_are_not_counted_as_signals():
     """A camera's hot pixels (and cosmic rays) are single bright pixels, as round as any
     signal to the spot filter: 400 of +300 ADU on a 2048 field had made 137 HER2 and 117
