@@ -269,50 +269,63 @@ def _fill_missing(
 
 
 def _fill_hot_pixels(
-    acquired: Mapping[str, np.ndarray], params: AnalysisParams, pixel_um: float
-) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    acquired: dict[str, np.ndarray],
+    planes: dict[str, np.ndarray],
+    params: AnalysisParams,
+    pixel_um: float,
+) -> dict[str, int]:
     """Replace the hot pixels of each probe channel (:func:`ishcount.spots.hot_pixels`, found
-    on the maximum projection of a z-stack) by the median of their 8 neighbours, in every
-    plane; return the channels and how many pixels each had. The inputs are not modified."""
-    filled, counts = dict(acquired), {}
+    on its plane: the maximum projection of a z-stack) by the median of their 8
+    neighbours, updating ``planes`` (and ``acquired``: a 2D image, or every plane of a
+    z-stack when it is detected in 3D) with new arrays, the arrays given left as they are;
+    return how many pixels each channel had. A projected z-stack is only read near
+    clusters afterwards, so copying the whole stack for a few pixels is not worth it."""
+    counts = {}
     for channel in SIGNAL_CHANNELS:
         if channel not in acquired:
             continue
         array = acquired[channel]
         sigma_um = getattr(params, channel).get("spot_sigma_um") or DEFAULT_SPOT_SIGMA_UM
         sigma_px = float(np.ravel(sigma_um)[-1]) / pixel_um
-        hot = hot_pixels(max_projection(array) if array.ndim == 3 else array, sigma_px=sigma_px)
+        hot = hot_pixels(planes[channel], sigma_px=sigma_px)
         counts[channel] = int(hot.sum())
         if counts[channel]:
-            ys, xs = np.nonzero(hot)
-            dy, dx = (a.ravel() for a in np.mgrid[-1:2, -1:2])
-            around = (dy != 0) | (dx != 0)
-            fixed = array.copy()
-            for plane, source in zip(
-                fixed.reshape(-1, *hot.shape), array.reshape(-1, *hot.shape), strict=True
-            ):
-                window = source[ys[:, None] + dy[around], xs[:, None] + dx[around]]
-                plane[ys, xs] = np.median(window, axis=1).astype(array.dtype)
-            filled[channel] = fixed
-    return filled, counts
+            planes[channel] = _neighbour_median(planes[channel], hot)
+            if array.ndim == 2:
+                acquired[channel] = planes[channel]
+            elif not params.project_z:
+                acquired[channel] = _neighbour_median(array, hot)
+    return counts
+
+
+def _neighbour_median(image: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` with the pixels ``where`` (Y, X) replaced, in every plane, by the
+    median of their 8 neighbours (``where`` stays a pixel from the border)."""
+    ys, xs = np.nonzero(where)
+    dy, dx = (a.ravel() for a in np.mgrid[-1:2, -1:2])
+    around = (dy != 0) | (dx != 0)
+    fixed = image.copy()
+    for plane, source in zip(
+        fixed.reshape(-1, *where.shape), image.reshape(-1, *where.shape), strict=True
+    ):
+        window = source[ys[:, None] + dy[around], xs[:, None] + dx[around]]
+        plane[ys, xs] = np.median(window, axis=1).astype(image.dtype)
+    return fixed
 
 
 def _register_probes(
-    acquired: Mapping[str, np.ndarray], pixel_um: float
-) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int] | None]]:
-    """Move each probe channel back by the shift :func:`ishcount.crosstalk.measure_shift`
-    finds against DAPI (on maximum projections of z-stacks); return the channels and the
-    shifts (None: none found)."""
-    dapi = acquired["dapi"]
-    probes = {c: acquired[c] for c in SIGNAL_CHANNELS if c in acquired}
-    planes = {c: max_projection(a) if a.ndim == 3 else a for c, a in probes.items()}
-    reference = max_projection(dapi) if dapi.ndim == 3 else dapi
-    shifts = register_channels(planes, reference, spacing_um=pixel_um)
-    moved = dict(acquired)
+    acquired: dict[str, np.ndarray], planes: dict[str, np.ndarray], pixel_um: float
+) -> dict[str, tuple[int, int] | None]:
+    """Move each probe channel back by the shift :func:`ishcount.crosstalk.register_channels`
+    finds against DAPI on the channels' planes, updating ``acquired`` and ``planes`` with new
+    arrays; return the shifts (None: none found)."""
+    probes = {c: planes[c] for c in SIGNAL_CHANNELS if c in acquired}
+    shifts = register_channels(probes, planes["dapi"], spacing_um=pixel_um)
     for channel, shift in shifts.items():
         if shift not in (None, (0, 0)):
-            moved[channel] = shift_image(acquired[channel], shift)
-    return moved, shifts
+            acquired[channel] = shift_image(acquired[channel], shift)
+            planes[channel] = shift_image(planes[channel], shift)
+    return shifts
 
 
 def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:
@@ -322,25 +335,39 @@ def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:
 
 
 def _signal_images(
-    acquired: Mapping[str, np.ndarray], lateral_um: float, project: bool, remove: bool
+    acquired: Mapping[str, np.ndarray],
+    lateral_um: float,
+    project: bool,
+    remove: bool,
+    planes: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
     """The probe images to detect on (z-projected when asked), with crosstalk removed.
 
-    ``acquired`` holds the channels as read (probes and ``"dapi"``). Returns the images by
+    ``acquired`` holds the channels as read (probes and ``"dapi"``), ``planes`` their
+    maximum projections when already made (:func:`_planes`). Returns the images by
     channel, each channel's clipped pixels (:func:`clipped_mask`, taken from the channel
     as acquired) and the bleed-through fractions removed (``"dapi>her2"``,
     ``"her2>cep17"``, ...).
     """
-    prepare = max_projection if project else np.asarray
+    if project:
+        planes = planes if planes is not None else _planes(acquired)
+        chosen = {name: planes[name] for name in acquired}
+    else:
+        chosen = {name: np.asarray(array) for name, array in acquired.items()}
     images, clipped = {}, {}
     for channel in SIGNAL_CHANNELS:
         if channel in acquired:
             clipped[channel] = clipped_mask(acquired[channel])
-            images[channel] = prepare(acquired[channel])
+            images[channel] = chosen[channel]
     if not remove:
         return images, clipped, {}
-    images, fractions = remove_crosstalk(images, prepare(acquired["dapi"]), spacing_um=lateral_um)
+    images, fractions = remove_crosstalk(images, chosen["dapi"], spacing_um=lateral_um)
     return images, clipped, fractions
+
+
+def _planes(acquired: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each channel as one plane: the maximum projection of a z-stack, a 2D image itself."""
+    return {name: max_projection(a) if a.ndim == 3 else a for name, a in acquired.items()}
 
 
 def projected_threshold(threshold_snr: float, n_planes: int) -> float:
@@ -479,10 +506,11 @@ def analyze_image(
         if image.channel(name) is not None
     }
     acquired, measured = _fill_missing(acquired, image.name, image.spacing_um[-1])
-    acquired, hot = _fill_hot_pixels(acquired, params, image.spacing_um[-1])
+    planes = _planes(acquired)  # z-stacks: one projection per channel serves every step
+    hot = _fill_hot_pixels(acquired, planes, params, image.spacing_um[-1])
     shifts: dict[str, tuple[int, int] | None] = {}
     if params.register_channels:
-        acquired, shifts = _register_probes(acquired, image.spacing_um[-1])
+        shifts = _register_probes(acquired, planes, image.spacing_um[-1])
     if measured is not None and (roi is None or np.shape(roi) == measured.shape):
         # Nuclei cut by a gap are incomplete: they are flagged as cut by the region.
         roi = measured if roi is None else np.logical_and(roi, measured)
@@ -510,7 +538,7 @@ def analyze_image(
             stacklevel=2,
         )
     images, clipped, crosstalk = _signal_images(
-        acquired, image.spacing_um[-1], projected, params.remove_crosstalk
+        acquired, image.spacing_um[-1], projected, params.remove_crosstalk, planes
     )
     seconds["crosstalk"] = time.perf_counter() - start
     focus = _focus_stacks(acquired, tuple(images), crosstalk) if projected else {}

@@ -1996,8 +1996,9 @@ def floored_mask(image: Any) -> np.ndarray:
     if array.size == 0 or not np.issubdtype(array.dtype, np.number):
         return none
     # A floor holding 1% of the pixels holds about as much of an even sample, and is its
-    # lowest value too: the usual case (no floor) is settled on a sixteenth of the pixels.
-    sample = array[..., ::4, ::4]
+    # lowest value too: the usual case (no floor) is settled on a sixteenth of the pixels
+    # (of the first plane of a z-stack, where a pixel floored in every plane is too).
+    sample = array[(0,) * (array.ndim - 2)][::4, ::4]
     if np.mean(sample == sample.min()) <= _FLOOR_SHARE / 2:
         return none
     held = array == array.min()
