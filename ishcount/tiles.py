@@ -177,12 +177,16 @@ def analyze_tiled(
 
 
 def _combine(records: list[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """One record from the tiles' records: medians of the finite numbers, commonest words."""
+    """One record from the tiles' records: medians of the finite numbers, commonest words
+    and commonest lists (a channel's ``shift_px``; None where no tile has one)."""
     values: dict[str, Any] = {}
     for key, first in records[0].items() if records else ():
         column = [record.get(key, first) for record in records]
         if isinstance(first, str):
             values[key] = Counter(column).most_common(1)[0][0]
+        elif any(value is None or isinstance(value, list | tuple) for value in column):
+            given = [tuple(value) for value in column if value is not None]
+            values[key] = list(Counter(given).most_common(1)[0][0]) if given else None
         else:
             numbers = np.asarray(column, dtype=float)
             numbers = numbers[np.isfinite(numbers)]

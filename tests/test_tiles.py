@@ -67,6 +67,15 @@ def test_tiled_equals_whole_image_analysis(field):
         assert per_tiles["spot_sigma_source"] == found["spot_sigma_source"]
         for key in ("reference_intensity", "measured_spot_sigma_um"):
             assert per_tiles[key] == pytest.approx(found[key], rel=0.1)
+        assert per_tiles["shift_px"] == found["shift_px"] == [0, 0]  # a list, as in one image
+
+
+def test_tiles_combine_shifts_by_the_commonest_one():
+    from ishcount.tiles import _combine
+
+    records = [{"shift_px": None}, {"shift_px": [1, 0]}, {"shift_px": [1, 0]}, {"shift_px": [0, 2]}]
+    assert _combine(records)["shift_px"] == [1, 0]
+    assert _combine([{"shift_px": None}, {"shift_px": None}])["shift_px"] is None
 
 
 def test_tiles_in_threads_give_the_same_result(field):
