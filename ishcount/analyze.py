@@ -219,6 +219,32 @@ class _CorrectedStack:
         return weighted_sum(picked, self._weights)
 
 
+def input_facts(detection: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What a field's detection record (``ImageResult.detection``, or the ``detection`` of
+    ``fields/<field>/field.json``) says about its input, JSON-ready.
+
+    Returns
+    -------
+    dict
+        ``signal_sigma_um``: the signal size measured in each channel (um; None when
+        unknown); ``probe_shift_px``: per channel, the shift against DAPI that the analysis
+        undid (``[dy, dx]``; None when none was measured).
+
+    Examples
+    --------
+    >>> input_facts({"her2": {"measured_spot_sigma_um": 0.14, "shift_px": [1, 0]}})
+    {'signal_sigma_um': [0.14], 'probe_shift_px': {'her2': [1, 0]}}
+    """
+    sizes = [found.get("measured_spot_sigma_um") for found in detection.values()]
+    return {
+        "signal_sigma_um": [None if size is None else float(size) for size in sizes],
+        "probe_shift_px": {
+            channel: None if found.get("shift_px") is None else [int(v) for v in found["shift_px"]]
+            for channel, found in detection.items()
+        },
+    }
+
+
 def _fill_missing(
     acquired: Mapping[str, np.ndarray], name: str, spacing_um: float
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -243,9 +269,8 @@ def _fill_missing(
         if not finite.any():
             raise ValueError(f"{name}: the {channel} channel holds no finite value")
         missing = ~finite if missing is None else missing | ~finite
-    channels = list(acquired)
     canvas = canvas_mask(
-        [acquired[c] for c in channels], spacing_um=spacing_um, reference=channels.index("dapi")
+        list(acquired.values()), spacing_um=spacing_um, reference=list(acquired).index("dapi")
     )
     if canvas is not None:
         shape = next(iter(acquired.values())).shape

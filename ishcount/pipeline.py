@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ishcount import __version__
-from ishcount.analyze import ImageResult, analyze_image
+from ishcount.analyze import ImageResult, analyze_image, input_facts
 from ishcount.config import PipelineConfig, load_pipeline
 from ishcount.image import FishImage
 from ishcount.io import (
@@ -438,13 +438,8 @@ def _input_facts(field_record: Path) -> dict[str, Any]:
     ("" when it was not), the signal size measured in each channel (um; None unknown) and
     the shift of each probe channel against DAPI that the analysis undid (pixels)."""
     document = _read_record(field_record)
-    detection = document.get("detection") or {}
-    sizes = [found.get("measured_spot_sigma_um") for found in detection.values()]
-    return {
-        "lossy": str(document.get("lossy") or ""),
-        "signal_sigma_um": [None if size is None else float(size) for size in sizes],
-        "probe_shift_px": {channel: found.get("shift_px") for channel, found in detection.items()},
-    }
+    facts = input_facts(document.get("detection") or {})
+    return {"lossy": str(document.get("lossy") or ""), **facts}
 
 
 def _concat(texts: Sequence[bytes], schema: dict[str, str]) -> pd.DataFrame:

@@ -46,7 +46,7 @@ from ._layers import (
     result_layer_data,
     roi_layer_data,
 )
-from ._review import ReviewEdit, ReviewField, ReviewSession
+from ._review import ReviewEdit, ReviewField, ReviewSession, field_facts
 
 CASE_FILE = "case.json"
 #: Sub-folder of a case folder where an unsaved review is written after every change.
@@ -373,12 +373,7 @@ def _load_field(entry: dict[str, Any], case_dir: Path, cells, spots) -> ReviewFi
         image,
         roi,
         masks,
-        lossy=str(entry.get("lossy") or ""),
-        signal_sigma_um=tuple(entry.get("signal_sigma_um") or ()),
-        probe_shift_px={
-            channel: None if shift is None else tuple(shift)
-            for channel, shift in (entry.get("probe_shift_px") or {}).items()
-        },
+        **field_facts(entry.get("lossy"), entry),
     )
 
 

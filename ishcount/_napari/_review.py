@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ishcount.analyze import AnalysisParams, ImageResult
+from ishcount.analyze import AnalysisParams, ImageResult, input_facts
 from ishcount.assign import DEBRIS, CountParams, assign_spots, count_spots
 from ishcount.image import FishImage
 from ishcount.io import jsonable
@@ -161,11 +161,14 @@ def _check_copies(copies: Any) -> int:
     return int(copies)
 
 
-def _shifts(detection: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int] | None]:
-    """Per channel, the ``shift_px`` of :func:`ishcount.analyze_image`'s detection record."""
+def field_facts(lossy: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`ReviewField` keywords ``lossy``, ``signal_sigma_um`` and ``probe_shift_px``
+    from :func:`ishcount.analyze.input_facts` (or a ``case.json`` image entry)."""
+    shifts = facts.get("probe_shift_px") or {}
     return {
-        channel: None if found.get("shift_px") is None else tuple(found["shift_px"])
-        for channel, found in detection.items()
+        "lossy": str(lossy or ""),
+        "signal_sigma_um": tuple(facts.get("signal_sigma_um") or ()),
+        "probe_shift_px": {c: None if v is None else tuple(v) for c, v in shifts.items()},
     }
 
 
@@ -278,11 +281,10 @@ class ReviewSession:
                 tuple(r.spacing_um),
                 image,
                 roi,
-                lossy=str(image.metadata.get("lossy", "")) if image is not None else "",
-                signal_sigma_um=tuple(
-                    found.get("measured_spot_sigma_um") for found in r.detection.values()
+                **field_facts(
+                    image.metadata.get("lossy") if image is not None else "",
+                    input_facts(r.detection),
                 ),
-                probe_shift_px=_shifts(r.detection),
             )
             for r, image, roi in zip(results, images, rois, strict=True)
         ]
