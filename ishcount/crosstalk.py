@@ -346,9 +346,16 @@ def measure_shift(
     >>> measure_shift(probe, dapi)
     (3, -2)
     """
-    options = {"spot_sigma_um": spot_sigma_um, "max_shift_um": max_shift_um}
-    options.update(spacing_um=spacing_um, tile_px=tile_px, max_tiles=max_tiles)
-    return register_channels({"channel": channel}, reference, **options)["channel"]
+    shifts = register_channels(
+        {"channel": channel},
+        reference,
+        spacing_um=spacing_um,
+        spot_sigma_um=spot_sigma_um,
+        max_shift_um=max_shift_um,
+        tile_px=tile_px,
+        max_tiles=max_tiles,
+    )
+    return shifts["channel"]
 
 
 def _clipped_details(image: np.ndarray, tiles, sigma_px: float) -> list[np.ndarray]:
@@ -356,9 +363,7 @@ def _clipped_details(image: np.ndarray, tiles, sigma_px: float) -> list[np.ndarr
     details = []
     for tile in tiles:
         detail = _detail(np.asarray(image[tile], np.float32), sigma_px)
-        sample = detail[::4, ::4]
-        centre = float(np.median(sample))
-        spread = _MAD_TO_SD * float(np.median(np.abs(sample - centre)))
+        centre, spread = _centre_and_spread(detail)
         details.append(np.clip(detail - np.float32(centre), -3 * spread, 3 * spread))
     return details
 
@@ -610,10 +615,17 @@ def _probe_fraction(target: list[np.ndarray], source: list[np.ndarray], sigma_px
     return _median_slope(slopes) or 0.0
 
 
+def _centre_and_spread(detail: np.ndarray) -> tuple[float, float]:
+    """Median and robust standard deviation of a tile's detail (every other pixel: a robust
+    centre and spread need not see every pixel)."""
+    sample = detail[::2, ::2]
+    centre = float(np.median(sample))
+    return centre, _MAD_TO_SD * float(np.median(np.abs(sample - centre)))
+
+
 def _bright(detail: np.ndarray) -> np.ndarray:
     """Pixels of a tile's detail beyond :data:`_PEAK_SDS` robust standard deviations."""
-    sample = detail[::2, ::2]
-    spread = _MAD_TO_SD * float(np.median(np.abs(sample - np.median(sample))))
+    spread = _centre_and_spread(detail)[1]
     return detail > _PEAK_SDS * max(spread, 1e-12)
 
 
@@ -653,10 +665,8 @@ def _detail(image: np.ndarray, sigma_px: float) -> np.ndarray:
 
 def _outliers(detail: np.ndarray) -> np.ndarray:
     """Pixels whose detail lies beyond :data:`_SIGNAL_SDS` robust standard deviations."""
-    sample = detail[::2, ::2]  # a robust centre and spread need not see every pixel
-    centre = np.median(sample)
-    spread = _MAD_TO_SD * np.median(np.abs(sample - centre))
-    return np.abs(detail - centre) > _SIGNAL_SDS * max(float(spread), 1e-12)
+    centre, spread = _centre_and_spread(detail)
+    return np.abs(detail - centre) > _SIGNAL_SDS * max(spread, 1e-12)
 
 
 def _away_from_signals(detail: np.ndarray, sigma_px: float) -> np.ndarray:
