@@ -363,7 +363,7 @@ def _clipped_details(image: np.ndarray, tiles, sigma_px: float) -> list[np.ndarr
     details = []
     for tile in tiles:
         detail = _detail(np.asarray(image[tile], np.float32), sigma_px)
-        centre, spread = _centre_and_spread(detail)
+        centre, spread = _centre_and_spread(detail, step=4)
         details.append(np.clip(detail - np.float32(centre), -3 * spread, 3 * spread))
     return details
 
@@ -615,10 +615,10 @@ def _probe_fraction(target: list[np.ndarray], source: list[np.ndarray], sigma_px
     return _median_slope(slopes) or 0.0
 
 
-def _centre_and_spread(detail: np.ndarray) -> tuple[float, float]:
-    """Median and robust standard deviation of a tile's detail (every other pixel: a robust
-    centre and spread need not see every pixel)."""
-    sample = detail[::2, ::2]
+def _centre_and_spread(detail: np.ndarray, step: int = 2) -> tuple[float, float]:
+    """Median and robust standard deviation of a tile's detail, from every ``step``-th pixel
+    along each axis (a robust centre and spread need not see every pixel)."""
+    sample = detail[::step, ::step]
     centre = float(np.median(sample))
     return centre, _MAD_TO_SD * float(np.median(np.abs(sample - centre)))
 
