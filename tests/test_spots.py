@@ -559,7 +559,14 @@ def test_clusters_can_be_disabled():
 
 def test_gaussian_smooth_matches_scipy():
     rng = np.random.default_rng(0)
-    for shape, sigma in (((70, 150), 1.4), ((5, 40, 90), (1.0, 1.4, 1.4))):
+    cases = (
+        ((70, 150), 1.4),
+        ((5, 40, 90), (1.0, 1.4, 1.4)),
+        ((700, 300), (2.5, 0.7)),  # several chunks of rows
+        ((3, 400, 200), (2.0, 1.4, 1.4)),  # fewer planes than the z kernel's radius
+        ((4, 9), 3.0),
+    )
+    for shape, sigma in cases:
         image = rng.normal(100, 10, shape).astype(np.float32)
         expected = ndi.gaussian_filter(image, sigma, truncate=3.5)
         assert np.allclose(gaussian_smooth(image, sigma), expected, atol=1e-3)
