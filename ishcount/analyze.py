@@ -353,6 +353,27 @@ def _register_probes(
     return shifts
 
 
+def _moved_gaps(
+    measured: np.ndarray | None, shifts: Mapping[str, tuple[int, int] | None]
+) -> np.ndarray | None:
+    """The pixels measured in every channel once the probes are moved by ``shifts``: a
+    gap (filled, see :func:`_fill_missing`) moves with its channel, so what a moved channel
+    did not measure is left out where it now lies, as well as where the others lack it.
+
+    Examples
+    --------
+    >>> measured = np.ones((1, 8), bool); measured[0, 6:] = False
+    >>> _moved_gaps(measured, {"her2": (0, 3), "cep17": None}).astype(int).tolist()
+    [[1, 1, 1, 0, 0, 0, 0, 0]]
+    """
+    if measured is None:
+        return None
+    for shift in shifts.values():
+        if shift not in (None, (0, 0)):
+            measured = measured & shift_image(measured, shift)
+    return measured
+
+
 def _focus_stacks(acquired, channels, fractions) -> dict[str, _CorrectedStack]:
     """Per probe channel of a z-stack, the stack its projection came from, corrected alike."""
     weights = correction_weights(fractions, tuple(channels))
@@ -536,6 +557,7 @@ def analyze_image(
     shifts: dict[str, tuple[int, int] | None] = {}
     if params.register_channels:
         shifts = _register_probes(acquired, planes, image.spacing_um[-1])
+        measured = _moved_gaps(measured, shifts)
     if measured is not None and (roi is None or np.shape(roi) == measured.shape):
         # Nuclei cut by a gap are incomplete: they are flagged as cut by the region.
         roi = measured if roi is None else np.logical_and(roi, measured)

@@ -250,6 +250,19 @@ def test_a_gap_in_one_channel_is_left_out_and_the_rest_analysed(field):
     assert (same["is_scored"].to_numpy() == far["is_scored"].to_numpy()).all()
 
 
+def test_a_gap_moves_with_its_registered_channel():
+    """A channel shifted against DAPI and lacking a band: once moved back, its filled band
+    lies 6 px further in, and no signal is looked for there or within 0.5 um of it."""
+    field = make_field("group2", shape=(1024, 1024), rng=3)
+    dapi, her2, cep17 = _channels(field)
+    her2 = np.roll(her2, (0, 6), axis=(0, 1))
+    her2[:, 900:] = np.nan
+    result = analyze_image(FishImage(dapi, her2, cep17, spacing_um=(0.1, 0.1)))
+    assert result.detection["her2"]["shift_px"] == [0, 6]
+    assert (result.spots["x"] < 900 - 6 - 5).all()
+    assert (result.spots["x"] > 800).sum() > 10
+
+
 def test_dead_pixels_are_filled_and_change_nothing(field):
     base = analyze_image(field.image)
     dapi, her2, cep17 = _channels(field)
