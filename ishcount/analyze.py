@@ -42,6 +42,7 @@ from ishcount.spots import (
     floored_mask,
     hot_pixels,
     remove_broadband,
+    shared_signals,
 )
 from ishcount.tables import SPOT_SCHEMA, conform, empty_table
 
@@ -604,16 +605,17 @@ def analyze_image(
         )
         seconds[channel] = time.perf_counter() - start
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}
-    obscured = None
+    obscured = shared = None
     if len(found) == 2:  # autofluorescent debris shines in both probe channels
         if params.remove_debris:
             # A nucleus under debris has signals hidden (a HER2 cluster under a particle
             # goes with it), so it is excluded as a person scoring by eye would skip it.
-            debris = broadband_debris(found["her2"], found["cep17"])
+            shared = shared_signals(found["her2"], found["cep17"], images["her2"], images["cep17"])
+            debris = broadband_debris(found["her2"], found["cep17"], shared=shared)
             reach = 2 * debris["sigma"].to_numpy(float)
             obscured = nuclei_near(labels, debris[["y", "x"]], reach)
         found["her2"], found["cep17"] = remove_broadband(
-            found["her2"], found["cep17"], drop_debris=params.remove_debris
+            found["her2"], found["cep17"], drop_debris=params.remove_debris, shared=shared
         )
     detection = {
         channel: freeze(

@@ -29,6 +29,7 @@ from ishcount.spots import (
     merge_split_signals,
     remove_broadband,
     saturation_level,
+    shared_signals,
     single_signal_reference,
     spot_filter,
 )
@@ -759,6 +760,36 @@ def test_remove_broadband_keeps_bleed_through_and_singles():
     assert kept_her2.y.tolist() == [50.0, 80.0]
     assert kept_cep17.y.tolist() == [50.0, 80.0]
     assert kept_her2.spot_id.tolist() == [0, 1]
+
+
+def test_shared_signals_are_what_both_probe_channels_show_alike():
+    """A red cell (a disc, dimmer in HER2) is shared wherever it was detected; a HER2
+    signal 4 px from a CEP17 signal, and a cluster over noise, are not."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :128]
+
+    def gaussian(y, x, peak, sigma=1.4):
+        return peak * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
+
+    disc = ndi.gaussian_filter(400.0 * (np.hypot(yy - 40, xx - 40) < 30), 3.0)
+    her2 = 100 + 0.6 * disc + gaussian(100, 100, 300) + gaussian(100, 30, 2000, 3.0)
+    cep17 = 100 + disc + gaussian(100, 104, 300)
+    her2, cep17 = (channel + rng.normal(0, 5, channel.shape) for channel in (her2, cep17))
+
+    def table(rows):
+        out = pd.DataFrame([dict(zip(("y", "x", "sigma"), row, strict=True)) for row in rows])
+        out.attrs["reference_intensity"] = 300 * 2 * np.pi * 1.4**2
+        return out
+
+    her2_rows = table([(40, 40, 12.0), (12, 40, 3.0), (100, 100, 1.4), (100, 30, 3.0)])
+    cep17_rows = table([(40, 68, 4.0), (100, 104, 1.4)])
+    shared = shared_signals(her2_rows, cep17_rows, her2, cep17)
+    assert shared[0].tolist() == [0, 1]
+    assert shared[1].tolist() == [0]
+    three_d = shared_signals(her2_rows, cep17_rows, her2[None], cep17[None])
+    assert [s.tolist() for s in three_d] == [[0, 1], [0]]
+    with pytest.raises(ValueError, match="one shape"):
+        shared_signals(her2_rows, cep17_rows, her2, cep17[:64])
 
 
 # --------------------------------------------------------------------------- validation
