@@ -1474,8 +1474,11 @@ def broadband_debris(
     paired, partners = _debris_pairs(her2, cep17, max_distance_px, min_copy_fraction)
     if shared is None:
         return her2.loc[paired]
-    alone = shared[1].difference(partners)  # no HER2 row stands for these
-    return pd.concat([her2.loc[paired.union(shared[0])], cep17.loc[alone]])
+    her2_clusters, cep17_clusters = (t.index[t["is_cluster"].to_numpy(bool)] for t in (her2, cep17))
+    alone = shared[1].intersection(cep17_clusters).difference(partners)  # no HER2 row for it
+    return pd.concat(
+        [her2.loc[paired.union(shared[0].intersection(her2_clusters))], cep17.loc[alone]]
+    )
 
 
 def _debris_pairs(her2, cep17, max_distance_px, min_copy_fraction):
@@ -1503,6 +1506,7 @@ def shared_signals(
     references: tuple[float, float] | None = None,
     min_correlation: float = _SHARED_MIN_CORRELATION,
     min_slope: float = _SHARED_MIN_SLOPE,
+    pair_distance_px: float = 2.0,
 ) -> tuple[pd.Index, pd.Index]:
     """Signals of either channel whose shape the other probe channel repeats.
 
@@ -1523,6 +1527,9 @@ def shared_signals(
     min_slope : float
         The other channel's light must also follow the signal's by at least this many of
         its single signals per single signal of the signal's channel.
+    pair_distance_px : float
+        A single HER2 and a single CEP17 signal this close are both signals (the kit counts
+        one of each), not a shared object, however alike they look.
 
     Returns
     -------
@@ -1548,10 +1555,11 @@ def shared_signals(
     Examples
     --------
     >>> yy, xx = np.mgrid[:64, :64]
-    >>> disc = 300.0 * (np.hypot(yy - 32, xx - 32) < 12)
+    >>> blob = 300.0 * np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / (2 * 6.0**2))  # wide debris
     >>> rng = np.random.default_rng(0)
-    >>> her2, cep17 = 100 + 0.6 * disc + rng.normal(0, 5, disc.shape), 100 + disc
-    >>> table = pd.DataFrame([dict(y=32.0, x=32.0, sigma=6.0), dict(y=5.0, x=5.0, sigma=1.4)])
+    >>> her2, cep17 = (100 + k * blob + rng.normal(0, 5, blob.shape) for k in (0.6, 1.0))
+    >>> rows = [dict(y=32.0, x=32.0, sigma=6.0, is_cluster=True), dict(y=5.0, x=5.0, sigma=1.4)]
+    >>> table = pd.DataFrame(rows).fillna({"is_cluster": False})
     >>> table.attrs["reference_intensity"] = 3000.0
     >>> [index.tolist() for index in shared_signals(table, table[:0], her2, cep17)]
     [[0], []]
@@ -1578,36 +1586,79 @@ def shared_signals(
         correlation, slope = _shape_agreement(own, other, centres, radii)
         slope *= float(own_ref) / float(other_ref)  # single signals per single signal
         shared.append(table.index[(correlation >= min_correlation) & (slope >= min_slope)])
-    return shared[0], shared[1]
+    return _without_coinciding_singles(her2, cep17, shared, pair_distance_px)
+
+
+def _without_coinciding_singles(her2, cep17, shared, distance_px):
+    """``shared`` less the single signals of either probe that have a shared single of the
+    other within ``distance_px``: a HER2 and a CEP17 signal on one spot, one of each."""
+    singles = [
+        t.loc[index][~t.loc[index, "is_cluster"].to_numpy(bool)]
+        for t, index in zip((her2, cep17), shared, strict=True)
+    ]
+    if len(singles[0]) == 0 or len(singles[1]) == 0:
+        return shared[0], shared[1]
+    tree = cKDTree(singles[1][["y", "x"]].to_numpy(float))
+    distance, nearest = tree.query(singles[0][["y", "x"]].to_numpy(float))
+    pairs = distance <= distance_px
+    return (
+        shared[0].difference(singles[0].index[pairs]),
+        shared[1].difference(singles[1].index[np.unique(nearest[pairs])]),
+    )
 
 
 def _shape_agreement(own, other, centres, radii) -> tuple[np.ndarray, np.ndarray]:
-    """Correlation of ``other`` with ``own`` and its slope on it (intensity units), over a
-    disc of ``radii`` around each of ``centres`` (Y, X); NaN where either is flat."""
+    """Correlation of ``other`` with ``own`` and a robust slope of it on ``own``
+    (intensity units), over a disc of ``radii`` around each of ``centres`` (Y, X).
+
+    The correlation is the larger of the rank correlation, which a few bright signals of
+    the other channel in the disc (an amplified nucleus under a red cell) do not hide,
+    and the correlation of the values, which the light of a red cell's rim dominates more
+    than the noise of its plateau does. The slope is the
+    difference between the medians of ``other`` over the pixels where ``own`` is above and
+    below its median, over the same difference of ``own``; NaN where ``own`` is flat.
+    A disc that would leave the image is moved inside it.
+    """
     correlation = np.full(len(centres), np.nan)
     slope = np.full(len(centres), np.nan)
-    half = np.ceil(np.nan_to_num(radii, nan=0.0)).astype(int).clip(1, None)
-    for size in np.unique(half):  # one window size at a time, every row of it at once
+    half = np.ceil(np.nan_to_num(radii, nan=1.0)).astype(int).clip(1, min(own.shape) // 2)
+    for size in np.unique(half):  # one disc at a time, every row of it at once
         rows = np.flatnonzero(half == size)
-        offsets = np.arange(-size, size + 1)
-        base = np.rint(centres[rows]).astype(int)
-        ys = base[:, :1, None] + offsets[None, :, None]
-        xs = base[:, 1:, None] + offsets[None, None, :]
-        inside = (ys >= 0) & (ys < own.shape[0]) & (xs >= 0) & (xs < own.shape[1])
-        near = (ys - centres[rows, :1, None]) ** 2 + (xs - centres[rows, 1:, None]) ** 2
-        weight = (inside & (near <= radii[rows, None, None] ** 2)).astype(np.float64)
-        index = (ys.clip(0, own.shape[0] - 1), xs.clip(0, own.shape[1] - 1))
-        a, b = own[index].astype(np.float64), other[index].astype(np.float64)
-        count = weight.sum(axis=(1, 2))
-        weight_a, weight_b = a * weight, b * weight
-        sum_a, sum_b = weight_a.sum(axis=(1, 2)), weight_b.sum(axis=(1, 2))
-        aa = (weight_a * a).sum(axis=(1, 2)) - sum_a**2 / count  # centred sums of products
-        bb = (weight_b * b).sum(axis=(1, 2)) - sum_b**2 / count
-        ab = (weight_a * b).sum(axis=(1, 2)) - sum_a * sum_b / count
+        dy, dx = np.nonzero(np.hypot(*np.ogrid[-size : size + 1, -size : size + 1]) <= size)
+        base = np.rint(centres[rows]).astype(int).clip(size, np.array(own.shape) - 1 - size)
+        index = (base[:, :1] + dy - size, base[:, 1:] + dx - size)
+        a, b = own[index], other[index]
+        order, rank_a = _ranks(a, 1)
+        rank_b = _ranks(b, 2)[1]
+        count = a.shape[1]
+        centre = (count - 1) / 2
+        spread = count * (count**2 - 1) / 12  # of ranks 0..count-1 about their mean
+        by_rank = ((rank_a - centre) * (rank_b - centre)).sum(axis=1) / spread
+        correlation[rows] = np.fmax(by_rank, _pearson(a, b))
+        a, b = np.take_along_axis(a, order, 1), np.take_along_axis(b, order, 1)
+        low, high = slice(0, count // 2), slice(count - count // 2, count)
+        rise = np.median(a[:, high], axis=1) - np.median(a[:, low], axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            correlation[rows] = ab / np.sqrt(aa * bb)
-            slope[rows] = ab / aa
+            slope[rows] = (np.median(b[:, high], axis=1) - np.median(b[:, low], axis=1)) / rise
     return correlation, slope
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Correlation of the rows of ``a`` and ``b`` (NaN where either row is flat)."""
+    a = a - a.mean(axis=1, keepdims=True, dtype=np.float64)
+    b = b - b.mean(axis=1, keepdims=True, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+
+
+def _ranks(values: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sorting order and the ranks of each row; ties (a floored stretch) are broken in
+    a random order drawn from ``seed``, so that two channels' ties do not agree."""
+    shuffle = np.random.default_rng(seed).permutation(values.shape[1])
+    order = shuffle[values[:, shuffle].argsort(axis=1, kind="stable")]
+    ranks = np.empty(values.shape, np.float64)
+    np.put_along_axis(ranks, order, np.arange(values.shape[1], dtype=np.float64)[None], 1)
+    return order, ranks
 
 
 def _ghosts(table, source, max_distance_px, crosstalk):

@@ -777,17 +777,26 @@ def test_shared_signals_are_what_both_probe_channels_show_alike():
     her2, cep17 = (channel + rng.normal(0, 5, channel.shape) for channel in (her2, cep17))
 
     def table(rows):
-        out = pd.DataFrame([dict(zip(("y", "x", "sigma"), row, strict=True)) for row in rows])
+        keys = ("y", "x", "sigma", "is_cluster")
+        out = pd.DataFrame([dict(zip(keys, row, strict=True)) for row in rows])
         out.attrs["reference_intensity"] = 300 * 2 * np.pi * 1.4**2
         return out
 
-    her2_rows = table([(40, 40, 12.0), (12, 40, 3.0), (100, 100, 1.4), (100, 30, 3.0)])
-    cep17_rows = table([(40, 68, 4.0), (100, 104, 1.4)])
+    her2_rows = table(
+        [(40, 40, 12.0, True), (12, 40, 3.0, True), (100, 100, 1.4, False), (100, 30, 3.0, True)]
+    )
+    cep17_rows = table([(40, 68, 4.0, True), (100, 104, 1.4, False), (9, 40, 1.8, False)])
     shared = shared_signals(her2_rows, cep17_rows, her2, cep17)
     assert shared[0].tolist() == [0, 1]
-    assert shared[1].tolist() == [0]
+    assert shared[1].tolist() == [0, 2]  # the red cell's rim, also as a single signal
     three_d = shared_signals(her2_rows, cep17_rows, her2[None], cep17[None])
-    assert [s.tolist() for s in three_d] == [[0, 1], [0]]
+    assert [s.tolist() for s in three_d] == [[0, 1], [0, 2]]
+    # a HER2 and a CEP17 signal on one spot are a signal of each probe, not one object
+    on_one_spot = 100 + gaussian(70, 70, 300)
+    alike = [on_one_spot + rng.normal(0, 5, her2.shape) for _ in range(2)]
+    pair = [table([(70, 70, 1.4, False)]) for _ in range(2)]
+    assert [s.tolist() for s in shared_signals(*pair, *alike)] == [[], []]
+    assert [s.tolist() for s in shared_signals(pair[0], pair[1][:0], *alike)] == [[0], []]
     with pytest.raises(ValueError, match="one shape"):
         shared_signals(her2_rows, cep17_rows, her2, cep17[:64])
 
