@@ -126,6 +126,7 @@ _REGION_FRACTION = 0.5  # clusters are grown down to half the peak of one filter
 #: and follows it by at least this many single signals per signal (see shared_signals).
 _SHARED_MIN_CORRELATION = 0.8
 _SHARED_MIN_SLOPE = 0.25
+_SHARED_KEEP = 0.8  # a cluster's disc is compared again without the other channel's top fifth
 _CHUNK_ELEMENTS = 1 << 16  # pixels per chunk of rows when smoothing (256 KiB of float32)
 # Signals measured within this factor of the assumed size are detected at that size; outside
 # it the image is detected again at the measured size (see detect_spots' Notes).
@@ -1583,7 +1584,8 @@ def shared_signals(
             continue
         centres = table[["y", "x"]].to_numpy(float)
         radii = 2.5 * table["sigma"].to_numpy(float) + 2.0
-        correlation, slope = _shape_agreement(own, other, centres, radii)
+        clusters = table["is_cluster"].to_numpy(bool)
+        correlation, slope = _shape_agreement(own, other, centres, radii, clusters)
         slope *= float(own_ref) / float(other_ref)  # single signals per single signal
         shared.append(table.index[(correlation >= min_correlation) & (slope >= min_slope)])
     return _without_coinciding_singles(her2, cep17, shared, pair_distance_px)
@@ -1607,17 +1609,17 @@ def _without_coinciding_singles(her2, cep17, shared, distance_px):
     )
 
 
-def _shape_agreement(own, other, centres, radii) -> tuple[np.ndarray, np.ndarray]:
+def _shape_agreement(own, other, centres, radii, trim) -> tuple[np.ndarray, np.ndarray]:
     """Correlation of ``other`` with ``own`` and a robust slope of it on ``own``
     (intensity units), over a disc of ``radii`` around each of ``centres`` (Y, X).
 
-    The correlation is the larger of the rank correlation, which a few bright signals of
-    the other channel in the disc (an amplified nucleus under a red cell) do not hide,
-    and the correlation of the values, which the light of a red cell's rim dominates more
-    than the noise of its plateau does. The slope is the
-    difference between the medians of ``other`` over the pixels where ``own`` is above and
-    below its median, over the same difference of ``own``; NaN where ``own`` is flat.
-    A disc that would leave the image is moved inside it.
+    The slope is the difference between the medians of ``other`` over the pixels where
+    ``own`` is above and below its median, over the same difference of ``own`` (NaN where
+    ``own`` is flat). Where ``trim`` is True (clusters, whose wide discs take in the other
+    channel's own signals: an amplified nucleus under a red cell) the correlation is also
+    taken without the fifth of the pixels where ``other`` lies furthest above that slope's
+    line, and the larger of the two counts. A disc that would leave the image is moved
+    inside it.
     """
     correlation = np.full(len(centres), np.nan)
     slope = np.full(len(centres), np.nan)
@@ -1627,38 +1629,37 @@ def _shape_agreement(own, other, centres, radii) -> tuple[np.ndarray, np.ndarray
         dy, dx = np.nonzero(np.hypot(*np.ogrid[-size : size + 1, -size : size + 1]) <= size)
         base = np.rint(centres[rows]).astype(int).clip(size, np.array(own.shape) - 1 - size)
         index = (base[:, :1] + dy - size, base[:, 1:] + dx - size)
-        a, b = own[index], other[index]
-        order, rank_a = _ranks(a, 1)
-        rank_b = _ranks(b, 2)[1]
-        count = a.shape[1]
-        centre = (count - 1) / 2
-        spread = count * (count**2 - 1) / 12  # of ranks 0..count-1 about their mean
-        by_rank = ((rank_a - centre) * (rank_b - centre)).sum(axis=1) / spread
-        correlation[rows] = np.fmax(by_rank, _pearson(a, b))
-        a, b = np.take_along_axis(a, order, 1), np.take_along_axis(b, order, 1)
-        low, high = slice(0, count // 2), slice(count - count // 2, count)
-        rise = np.median(a[:, high], axis=1) - np.median(a[:, low], axis=1)
+        a, b = own[index].astype(np.float64), other[index].astype(np.float64)
+        order = a.argsort(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            slope[rows] = (np.median(b[:, high], axis=1) - np.median(b[:, low], axis=1)) / rise
+            slope[rows] = _rise(b, order) / _rise(a, order)
+        correlation[rows] = _pearson(a, b)
+        trimmed = np.flatnonzero(trim[rows])
+        if trimmed.size:
+            residual = b[trimmed] - np.nan_to_num(slope[rows[trimmed]])[:, None] * a[trimmed]
+            keep = residual <= np.quantile(residual, _SHARED_KEEP, axis=1, keepdims=True)
+            again = _pearson(a[trimmed], b[trimmed], keep)
+            correlation[rows[trimmed]] = np.fmax(correlation[rows[trimmed]], again)
     return correlation, slope
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Correlation of the rows of ``a`` and ``b`` (NaN where either row is flat)."""
-    a = a - a.mean(axis=1, keepdims=True, dtype=np.float64)
-    b = b - b.mean(axis=1, keepdims=True, dtype=np.float64)
+def _rise(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Per row, the median of ``values`` over the upper half of ``order`` (a row's pixels,
+    sorted) less the median over its lower half."""
+    low, high = np.split(order, [order.shape[1] // 2], axis=1)
+    upper = np.median(np.take_along_axis(values, high, 1), axis=1)
+    return upper - np.median(np.take_along_axis(values, low, 1), axis=1)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """Correlation of the rows of ``a`` and ``b`` over the pixels ``weight`` keeps (all by
+    default); NaN where either is flat."""
+    weight = np.ones(a.shape) if weight is None else weight.astype(np.float64)
+    count = weight.sum(axis=1, keepdims=True)
+    a = (a - (a * weight).sum(axis=1, keepdims=True) / count) * weight
+    b = (b - (b * weight).sum(axis=1, keepdims=True) / count) * weight
     with np.errstate(invalid="ignore", divide="ignore"):
         return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
-
-
-def _ranks(values: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The sorting order and the ranks of each row; ties (a floored stretch) are broken in
-    a random order drawn from ``seed``, so that two channels' ties do not agree."""
-    shuffle = np.random.default_rng(seed).permutation(values.shape[1])
-    order = shuffle[values[:, shuffle].argsort(axis=1, kind="stable")]
-    ranks = np.empty(values.shape, np.float64)
-    np.put_along_axis(ranks, order, np.arange(values.shape[1], dtype=np.float64)[None], 1)
-    return order, ranks
 
 
 def _ghosts(table, source, max_distance_px, crosstalk):
