@@ -1610,16 +1610,16 @@ def _without_coinciding_singles(her2, cep17, shared, distance_px):
 
 
 def _shape_agreement(own, other, centres, radii, trim) -> tuple[np.ndarray, np.ndarray]:
-    """Correlation of ``other`` with ``own`` and a robust slope of it on ``own``
+    """Correlation of ``other`` with ``own`` and the slope of ``other`` on ``own``
     (intensity units), over a disc of ``radii`` around each of ``centres`` (Y, X).
 
-    The slope is the difference between the medians of ``other`` over the pixels where
-    ``own`` is above and below its median, over the same difference of ``own`` (NaN where
-    ``own`` is flat). Where ``trim`` is True (clusters, whose wide discs take in the other
-    channel's own signals: an amplified nucleus under a red cell) the correlation is also
-    taken without the fifth of the pixels where ``other`` lies furthest above that slope's
-    line, and the larger of the two counts. A disc that would leave the image is moved
-    inside it.
+    The slope is the least-squares one. Where ``trim`` is True (clusters, whose wide discs
+    take in the other channel's own signals: an amplified nucleus under a red cell) it is
+    the difference between the medians of ``other`` over the pixels where ``own`` is above
+    and below its median, over the same difference of ``own``, and the correlation is
+    also taken without the fifth of the pixels where ``other`` lies furthest above that
+    slope's line, the larger of the two counting. NaN where ``own`` is flat. A disc that
+    would leave the image is moved inside it.
     """
     correlation = np.full(len(centres), np.nan)
     slope = np.full(len(centres), np.nan)
@@ -1628,38 +1628,56 @@ def _shape_agreement(own, other, centres, radii, trim) -> tuple[np.ndarray, np.n
         rows = np.flatnonzero(half == size)
         dy, dx = np.nonzero(np.hypot(*np.ogrid[-size : size + 1, -size : size + 1]) <= size)
         base = np.rint(centres[rows]).astype(int).clip(size, np.array(own.shape) - 1 - size)
-        index = (base[:, :1] + dy - size, base[:, 1:] + dx - size)
-        a, b = own[index].astype(np.float64), other[index].astype(np.float64)
+        flat = (base[:, :1] + dy - size) * own.shape[1] + (base[:, 1:] + dx - size)
+        a, b = own.ravel()[flat], other.ravel()[flat]
+        correlation[rows], slope[rows] = _pearson(a, b)
+        wide = np.flatnonzero(trim[rows])
+        if wide.size == 0:
+            continue
+        a, b, wide_rows = a[wide], b[wide], rows[wide]
         order = a.argsort(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            slope[rows] = _rise(b, order) / _rise(a, order)
-        correlation[rows] = _pearson(a, b)
-        trimmed = np.flatnonzero(trim[rows])
-        if trimmed.size:
-            residual = b[trimmed] - np.nan_to_num(slope[rows[trimmed]])[:, None] * a[trimmed]
-            keep = residual <= np.quantile(residual, _SHARED_KEEP, axis=1, keepdims=True)
-            again = _pearson(a[trimmed], b[trimmed], keep)
-            correlation[rows[trimmed]] = np.fmax(correlation[rows[trimmed]], again)
+            slope[wide_rows] = _rise(b, order) / _rise(a, order, presorted=True)
+        residual = b - np.nan_to_num(slope[wide_rows])[:, None] * a
+        kth = int(_SHARED_KEEP * (residual.shape[1] - 1))
+        keep = residual <= np.partition(residual, kth, axis=1)[:, kth : kth + 1]
+        correlation[wide_rows] = np.fmax(correlation[wide_rows], _pearson(a, b, keep)[0])
     return correlation, slope
 
 
-def _rise(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+def _rise(values: np.ndarray, order: np.ndarray, presorted: bool = False) -> np.ndarray:
     """Per row, the median of ``values`` over the upper half of ``order`` (a row's pixels,
-    sorted) less the median over its lower half."""
-    low, high = np.split(order, [order.shape[1] // 2], axis=1)
+    sorted) less the median over its lower half; ``presorted``: ``order`` sorts ``values``
+    itself, so each half's median is its middle element."""
+    split = order.shape[1] // 2
+    if presorted:
+        ranked = np.take_along_axis(values, order, 1)
+        upper = ranked[:, split + (order.shape[1] - split - 1) // 2]
+        return upper - ranked[:, (split - 1) // 2]
+    low, high = order[:, :split], order[:, split:]
     upper = np.median(np.take_along_axis(values, high, 1), axis=1)
     return upper - np.median(np.take_along_axis(values, low, 1), axis=1)
 
 
-def _pearson(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-    """Correlation of the rows of ``a`` and ``b`` over the pixels ``weight`` keeps (all by
-    default); NaN where either is flat."""
-    weight = np.ones(a.shape) if weight is None else weight.astype(np.float64)
-    count = weight.sum(axis=1, keepdims=True)
-    a = (a - (a * weight).sum(axis=1, keepdims=True) / count) * weight
-    b = (b - (b * weight).sum(axis=1, keepdims=True) / count) * weight
+def _pearson(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None = None):
+    """Correlation of the rows of ``a`` and ``b``, and the least-squares slope of ``b`` on
+    ``a``, over the pixels ``weight`` keeps (all by default); NaN where ``a`` is flat."""
+    if weight is None:  # sums of products, centred afterwards: one pass over each array
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        count, sum_a, sum_b = a.shape[1], a.sum(axis=1), b.sum(axis=1)
+        aa = np.einsum("ij,ij->i", a, a) - sum_a**2 / count
+        bb = np.einsum("ij,ij->i", b, b) - sum_b**2 / count
+        ab = np.einsum("ij,ij->i", a, b) - sum_a * sum_b / count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ab / np.sqrt(aa * bb), ab / aa
+    else:
+        weight = weight.astype(np.float64)
+        count = weight.sum(axis=1, keepdims=True)
+        a = (a - (a * weight).sum(axis=1, keepdims=True) / count) * weight
+        b = (b - (b * weight).sum(axis=1, keepdims=True) / count) * weight
+    aa, bb, ab = (np.einsum("ij,ij->i", u, v) for u, v in ((a, a), (b, b), (a, b)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+        return ab / np.sqrt(aa * bb), ab / aa
 
 
 def _ghosts(table, source, max_distance_px, crosstalk):
