@@ -166,6 +166,25 @@ def publish(document: dict[str, Any], args: Any, suffix: str = "") -> int:
     return 0
 
 
+def publish_records(
+    name: str,
+    info: dict[str, Any],
+    settings: dict[str, Any],
+    seconds: float,
+    rows: Sequence[dict[str, Any]],
+    records: Sequence[dict[str, Any]],
+    args: Any,
+) -> int:
+    """:func:`publish` a benchmark of summary ``rows`` over per-field ``records`` (NaN
+    written as null)."""
+    fields = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+        for record in records
+    ]
+    document = {"benchmark": name, "machine": info, "settings": settings, "seconds": seconds}
+    return publish(document | {"rows": list(rows), "fields": fields}, args)
+
+
 # ----------------------------------------------------------------------------- tables
 
 

@@ -16,7 +16,6 @@ Usage::
 
 from __future__ import annotations
 
-import math
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import format_table, machine_info, machine_line, parse_args, publish
+from _common import format_table, machine_info, machine_line, parse_args, publish_records
 from accuracy import evaluate_field
 
 from ishcount.analyze import analyze_image
@@ -155,18 +154,7 @@ def main(argv=None) -> int:
     print(f"\nSettings: {config}; {elapsed:.0f} s in total\n")
     print("Per variant (relative errors as fractions; counts over matched scorable nuclei):")
     print(format_table(rows, COLUMNS))
-    document = {
-        "benchmark": "composites",
-        "machine": info,
-        "settings": config,
-        "seconds": elapsed,
-        "rows": rows,
-        "fields": [
-            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
-            for record in per_field
-        ],
-    }
-    return publish(document, args)
+    return publish_records("composites", info, config, elapsed, rows, per_field, args)
 
 
 if __name__ == "__main__":
