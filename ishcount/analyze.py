@@ -229,20 +229,23 @@ def input_facts(detection: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     dict
         ``signal_sigma_um``: the signal size measured in each channel (um; None when
         unknown); ``probe_shift_px``: per channel, the shift against DAPI that the analysis
-        undid (``[dy, dx]``; None when none was measured).
+        undid (``[dy, dx]``; None when none was measured); ``ridge_maxima``: the most maxima
+        on lines (autofluorescent fibres) that a channel's detection set aside.
 
     Examples
     --------
     >>> input_facts({"her2": {"measured_spot_sigma_um": 0.14, "shift_px": [1, 0]}})
-    {'signal_sigma_um': [0.14], 'probe_shift_px': {'her2': [1, 0]}}
+    {'signal_sigma_um': [0.14], 'probe_shift_px': {'her2': [1, 0]}, 'ridge_maxima': 0}
     """
     sizes = [found.get("measured_spot_sigma_um") for found in detection.values()]
+    ridges = [found.get("ridge_maxima") for found in detection.values()]
     return {
         "signal_sigma_um": [None if size is None else float(size) for size in sizes],
         "probe_shift_px": {
             channel: None if found.get("shift_px") is None else [int(v) for v in found["shift_px"]]
             for channel, found in detection.items()
         },
+        "ridge_maxima": max((round(v) for v in ridges if v is not None and v == v), default=0),
     }
 
 

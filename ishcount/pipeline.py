@@ -410,6 +410,7 @@ def finish_case(
         rule_set=config.rule_set,
         signal_sigma_um=[size for fact in facts.values() for size in fact["signal_sigma_um"]],
         lossy_inputs={name: fact["lossy"] for name, fact in facts.items() if fact["lossy"]},
+        ridge_maxima={name: fact["ridge_maxima"] for name, fact in facts.items()},
     )
     result = classify(summary, rule_set=config.rule_set, ihc=options.ihc)
     record = case_record(
@@ -435,8 +436,7 @@ def finish_case(
 
 def _input_facts(field_record: Path) -> dict[str, Any]:
     """What a field's record says about its input: how the file was compressed with loss
-    ("" when it was not), the signal size measured in each channel (um; None unknown) and
-    the shift of each probe channel against DAPI that the analysis undid (pixels)."""
+    ("" when it was not), and :func:`ishcount.analyze.input_facts` of its detection."""
     document = _read_record(field_record)
     facts = input_facts(document.get("detection") or {})
     return {"lossy": str(document.get("lossy") or ""), **facts}

@@ -2774,6 +2774,7 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
         reference_source=ref.source,
         reference_spots=ref.n_spots,
         reference_surface_degree=surface_degree,
+        ridge_maxima=int((ridge & rises).sum()),
         noise_sd=float(np.median(_typical(noise))),
         threshold=float(np.median(_typical(limit))),
     )

@@ -1,5 +1,6 @@
 """Batch runs: outputs, failures, resume, refusal of unsafe output folders, a real Dask cluster."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -162,6 +163,38 @@ def test_fields_read_from_jpeg_files_are_noted(tmp_path):
     assert note.startswith("2 fields were read from lossy files (field0: JPEG, quality about 8")
     assert "chroma subsampled 4:2:0" in note
     assert {image["lossy"][:4] for image in outcome.record["images"]} == {"JPEG"}
+
+
+def _with_fibres(image, peak):
+    """``image`` with three straight autofluorescent fibres in both probe channels."""
+    from scipy import ndimage as ndi
+
+    lines = np.zeros(image.shape[-2:])
+    lines[40:470, 100:102] = lines[300:302, 20:490] = 1
+    lines[np.arange(50, 450), np.arange(50, 450)] = 1
+    light = ndi.gaussian_filter(lines, 1.5)
+    light *= peak / light.max()
+    her2, cep17 = (
+        np.asarray(image.channel(c), float) + k * light for c, k in (("her2", 0.8), ("cep17", 1))
+    )
+    return dataclasses.replace(image, her2=her2.astype(np.uint16), cep17=cep17.astype(np.uint16))
+
+
+def test_a_field_with_autofluorescent_fibres_is_named(tmp_path):
+    from ishcount.synthetic import PRESETS
+
+    case = make_case("group2", n_fields=2, shape=(512, 512), rng=4)
+    first = case.fields[0]
+    fibres = _with_fibres(first.image, PRESETS["group2"].spot_amplitude)
+    case = dataclasses.replace(
+        case, fields=(dataclasses.replace(first, image=fibres), *case.fields[1:])
+    )
+    write_case(case, tmp_path / "in" / "fibres")
+    outcome = run_batch([tmp_path / "in" / "fibres"], tmp_path / "out", workers=1)[0]
+    ridges = {image["name"]: image["ridge_maxima"] for image in outcome.record["images"]}
+    assert ridges[first.image.name] >= 50 > ridges[case.fields[1].image.name]
+    (note,) = [n for n in outcome.record["summary"]["notes"] if "fibres" in n]
+    assert note.startswith(f"1 field shows autofluorescent fibres ({first.image.name}, ")
 
 
 def test_images_over_the_tile_size_run_in_tiles_with_labels_on_disk(batch, tmp_path):

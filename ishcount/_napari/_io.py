@@ -204,6 +204,7 @@ def _image_entry(fld: ReviewField, case_dir: Path) -> dict[str, Any]:
         channel: None if shift is None else list(shift)
         for channel, shift in fld.probe_shift_px.items()
     }
+    entry["ridge_maxima"] = fld.ridge_maxima
     return entry
 
 

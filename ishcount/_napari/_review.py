@@ -123,6 +123,8 @@ class ReviewField:
         Signal size measured in each channel (um; None when unknown).
     probe_shift_px : dict of str to (int, int) or None
         Per probe channel, the shift against DAPI that the analysis undid (pixels).
+    ridge_maxima : int
+        Maxima on lines (autofluorescent fibres) the field's detection set aside.
     """
 
     name: str
@@ -136,6 +138,7 @@ class ReviewField:
     lossy: str = ""
     signal_sigma_um: tuple[float | None, ...] = ()
     probe_shift_px: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    ridge_maxima: int = 0
 
     @property
     def ndim(self) -> int:
@@ -162,13 +165,15 @@ def _check_copies(copies: Any) -> int:
 
 
 def field_facts(lossy: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
-    """The :class:`ReviewField` keywords ``lossy``, ``signal_sigma_um`` and ``probe_shift_px``
-    from :func:`ishcount.analyze.input_facts` (or a ``case.json`` image entry)."""
+    """The :class:`ReviewField` keywords ``lossy``, ``signal_sigma_um``, ``probe_shift_px``
+    and ``ridge_maxima`` from :func:`ishcount.analyze.input_facts` (or a ``case.json`` image
+    entry)."""
     shifts = facts.get("probe_shift_px") or {}
     return {
         "lossy": str(lossy or ""),
         "signal_sigma_um": tuple(facts.get("signal_sigma_um") or ()),
         "probe_shift_px": {c: None if v is None else tuple(v) for c, v in shifts.items()},
+        "ridge_maxima": int(facts.get("ridge_maxima") or 0),
     }
 
 
@@ -345,6 +350,7 @@ class ReviewSession:
                 rule_set=self.rule_set,
                 signal_sigma_um=[s for f in self.fields.values() for s in f.signal_sigma_um],
                 lossy_inputs={name: f.lossy for name, f in self.fields.items()},
+                ridge_maxima={name: f.ridge_maxima for name, f in self.fields.items()},
             )
             result = classify(summary, rule_set=self.rule_set, ihc=self.ihc)
             self._cache = (summary, result)

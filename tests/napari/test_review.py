@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -308,6 +309,22 @@ def test_notes_about_the_inputs_hold_through_the_review(tmp_path):
     write_reviewed_case(tmp_path / "out" / "caseJ", session)
     record = json.loads((tmp_path / "out" / "caseJ" / "case.json").read_text())
     assert input_notes(record["summary"]["notes"]) == first
+
+
+def test_a_field_with_fibres_is_named_in_the_review_and_its_export(analysed, tmp_path):
+    """The maxima on lines a field's detection set aside travel with it: the reviewed case
+    names the field, and so does the case it exports."""
+    image, result = analysed
+    detection = {**result.detection, "her2": {**result.detection["her2"], "ridge_maxima": 300}}
+    fibrous = dataclasses.replace(result, detection=detection)
+    session = ReviewSession.from_results([fibrous], images=[image])
+    (note,) = [n for n in session.summary.notes if "fibres" in n]
+    assert note.startswith("1 field shows autofluorescent fibres (f1, 300 maxima")
+    assert not any("fibres" in n for n in ReviewSession.from_results([result]).summary.notes)
+    write_reviewed_case(tmp_path / "case", session)
+    assert [n for n in load_reviewed_case(tmp_path / "case").summary.notes if "fibres" in n] == [
+        note
+    ]
 
 
 def test_probe_layers_are_shown_where_their_signals_were_counted(tmp_path):
