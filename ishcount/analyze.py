@@ -239,13 +239,14 @@ def input_facts(detection: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """
     sizes = [found.get("measured_spot_sigma_um") for found in detection.values()]
     ridges = [found.get("ridge_maxima") for found in detection.values()]
+    ridges = [float(v) for v in ridges if v is not None and math.isfinite(v)]
     return {
         "signal_sigma_um": [None if size is None else float(size) for size in sizes],
         "probe_shift_px": {
             channel: None if found.get("shift_px") is None else [int(v) for v in found["shift_px"]]
             for channel, found in detection.items()
         },
-        "ridge_maxima": max((round(v) for v in ridges if v is not None and v == v), default=0),
+        "ridge_maxima": round(max(ridges, default=0)),
     }
 
 

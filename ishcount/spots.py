@@ -1672,14 +1672,9 @@ def _rise(values: np.ndarray, order: np.ndarray, presorted: bool = False) -> np.
 def _pearson(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None = None):
     """Correlation of the rows of ``a`` and ``b``, and the least-squares slope of ``b`` on
     ``a``, over the pixels ``weight`` keeps (all by default); NaN where ``a`` is flat."""
-    if weight is None:  # sums of products, centred afterwards: one pass over each array
-        a, b = a.astype(np.float64), b.astype(np.float64)
-        count, sum_a, sum_b = a.shape[1], a.sum(axis=1), b.sum(axis=1)
-        aa = np.einsum("ij,ij->i", a, a) - sum_a**2 / count
-        bb = np.einsum("ij,ij->i", b, b) - sum_b**2 / count
-        ab = np.einsum("ij,ij->i", a, b) - sum_a * sum_b / count
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return ab / np.sqrt(aa * bb), ab / aa
+    if weight is None:
+        a = a - a.mean(axis=1, keepdims=True, dtype=np.float64)
+        b = b - b.mean(axis=1, keepdims=True, dtype=np.float64)
     else:
         weight = weight.astype(np.float64)
         count = weight.sum(axis=1, keepdims=True)
