@@ -51,7 +51,7 @@ MAX_SIZE_EXCLUDED_FRACTION = 0.20
 #: emission (520 nm) at NA 1.49. Signals measured narrower mean the pixel size is wrong.
 MIN_SIGNAL_SIGMA_UM = 0.073
 #: A field whose detection set aside this many maxima on lines in a channel shows
-#: autofluorescent fibres (synthetic presets: 0-4 per 2048 field; 25 fibres: 351-1742).
+#: autofluorescent fibres (synthetic presets: 0-3 per 2048 field; 25 fibres: 515-1886).
 MIN_RIDGE_MAXIMA = 50
 #: What lossy compression did to the counts in ``benchmarks/composites.py`` (quoted in notes).
 LOSSY_EFFECT = (
@@ -566,8 +566,8 @@ def fibre_notes(ridge_maxima: Mapping[str, int]) -> tuple[str, ...]:
     Elastin fibres shine in both probe channels and pass the noise threshold at a row of
     maxima along their length; maxima on lines are not counted, but where a dim fibre's
     noise breaks the line they still are (synthetic 2048 fields with 25 fibres at half to
-    one signal's peak: ratio 22-27% off on average). Those fields set aside 351-1742 maxima
-    per channel, the synthetic presets without fibres 0-4.
+    one signal's peak: ratio 20-25% off on average). Those fields set aside 515-1886 maxima
+    per channel, the synthetic presets without fibres 0-3.
 
     Examples
     --------
