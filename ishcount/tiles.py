@@ -169,20 +169,33 @@ def analyze_tiled(
         crosstalk=_combine(crosstalk),
         detection=freeze(
             {
-                channel: _combine([tile[channel] for tile in detection if channel in tile])
+                channel: {
+                    **_combine([tile[channel] for tile in detection if channel in tile]),
+                    "saturated_signals": int(
+                        spot_table.loc[spot_table["channel"] == channel, "saturated"].sum()
+                    ),
+                }
                 for channel in (detection[0] if detection else {})
             }
         ),
     )
 
 
+#: Per-tile counts of things found in the image, added up over the tiles (a thing in the
+#: overlap of two tiles is counted twice); other numbers are medians.
+_SUMMED = ("hot_pixels", "ridge_maxima")
+
+
 def _combine(records: list[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """One record from the tiles' records: medians of the finite numbers, commonest words
-    and commonest lists (a channel's ``shift_px``; None where no tile has one)."""
+    """One record from the tiles' records: sums of the counts in :data:`_SUMMED`, medians of
+    the other finite numbers, commonest words and commonest lists (a channel's
+    ``shift_px``; None where no tile has one)."""
     values: dict[str, Any] = {}
     for key, first in records[0].items() if records else ():
         column = [record.get(key, first) for record in records]
-        if isinstance(first, str):
+        if key in _SUMMED:
+            values[key] = int(sum(column))
+        elif isinstance(first, str):
             values[key] = Counter(column).most_common(1)[0][0]
         elif any(value is None or isinstance(value, list | tuple) for value in column):
             given = [tuple(value) for value in column if value is not None]

@@ -68,6 +68,24 @@ def test_tiled_equals_whole_image_analysis(field):
         for key in ("reference_intensity", "measured_spot_sigma_um"):
             assert per_tiles[key] == pytest.approx(found[key], rel=0.1)
         assert per_tiles["shift_px"] == found["shift_px"] == [0, 0]  # a list, as in one image
+        saturated = tiled.spots.loc[tiled.spots["channel"] == channel, "saturated"].sum()
+        assert per_tiles["saturated_signals"] == saturated
+
+
+def test_tiles_add_up_their_counts():
+    """Hot pixels and maxima on fibres are things in the image: a tiled field reports all of
+    them (a median over tiles had said 3 for 12), and its saturated signals are those of its
+    own spot table."""
+    from ishcount.tiles import _combine
+
+    records = [
+        {"hot_pixels": 3, "ridge_maxima": 0, "noise_sd": 2.0},
+        {"hot_pixels": 9, "ridge_maxima": 60, "noise_sd": 4.0},
+        {"hot_pixels": 0, "ridge_maxima": 0, "noise_sd": 3.0},
+    ]
+    combined = _combine(records)
+    assert (combined["hot_pixels"], combined["ridge_maxima"]) == (12, 60)
+    assert combined["noise_sd"] == 3.0
 
 
 def test_tiles_combine_shifts_by_the_commonest_one():
