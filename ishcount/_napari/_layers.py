@@ -118,12 +118,26 @@ def image_layer_data(
             "units": "µm",
             "metadata": {"ishcount": {"field": image.name, "role": channel}},
         }
-        shift = (shifts or {}).get(channel)
-        if shift is not None and any(shift):
-            lateral = [-d * s for d, s in zip(shift, image.spacing_um[-2:], strict=True)]
-            kwargs["translate"] = (0.0,) * (len(image.spacing_um) - 2) + tuple(lateral)
+        lateral = undone_shift((shifts or {}).get(channel), image.spacing_um)
+        if lateral is not None:
+            kwargs["translate"] = (0.0,) * (len(image.spacing_um) - 2) + lateral
         layers.append((data, kwargs, "image"))
     return layers
+
+
+def undone_shift(shift: Sequence[int] | None, scale: Sequence[float]) -> tuple[float, ...] | None:
+    """The lateral translation that shows a probe channel where its signals were counted:
+    minus the shift ``(dy, dx)`` (pixels) the analysis undid, in the units of ``scale``
+    (whose last two values are the pixel size); None when there was no shift.
+
+    Examples
+    --------
+    >>> undone_shift((4, 2), (0.3, 0.5, 0.5)), undone_shift((0, 0), (0.5, 0.5))
+    ((-2.0, -1.0), None)
+    """
+    if shift is None or not any(shift):
+        return None
+    return tuple(-float(d) * float(s) for d, s in zip(shift, scale[-2:], strict=True))
 
 
 def nucleus_colormap(states: pd.DataFrame) -> dict[Any, str]:

@@ -54,6 +54,7 @@ from ._layers import (
     nuclei_features,
     nucleus_colormap,
     result_layer_data,
+    undone_shift,
 )
 from ._review import SIGNAL_KINDS, ReviewSession, summary_rows
 
@@ -413,8 +414,8 @@ class IshcountWidget(QWidget):
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
         for channel, shift in session.field(field).probe_shift_px.items():
             layer = self._layer(self.channel_boxes[channel].currentText())
-            if layer is not None and shift is not None and any(shift):  # undone by the analysis
-                lateral = -np.asarray(shift, float) * np.asarray(layer.scale)[-2:]
+            lateral = undone_shift(shift, layer.scale) if layer is not None else None
+            if lateral is not None:
                 layer.translate = (*np.asarray(layer.translate)[:-2], *lateral)
         self.case_dir = None
         self.autosave_dir = Path(tempfile.gettempdir()) / "ishcount" / field / AUTOSAVE_DIR
