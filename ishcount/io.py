@@ -9,7 +9,9 @@ Readers
 * one file per channel (``field_DAPI.tif``, ``field_HER2.tif``, ``field_CEP17.tif``),
   grouped by :func:`find_images`;
 * RGB composites exported by microscope software (PNG, JPEG, RGB TIFF), read with
-  the convention blue = DAPI, red/orange = HER2, green = CEP17.
+  the convention blue = DAPI, red/orange = HER2, green = CEP17;
+* Zeiss CZI files (ZEN), with channel names and pixel size from their metadata, through the
+  optional ``pylibCZIrw`` package (``pip install 'ishcount[czi]'``).
 
 Channel mapping and pixel size come from the file's metadata where present, else from the
 caller (pipeline file or command line). When neither says, the error says exactly what to
@@ -94,6 +96,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".png",
     ".jpeg",
     ".jpg",
+    ".czi",
 )
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _RASTER_CODECS = {".png": "png", ".jpg": "jpeg8", ".jpeg": "jpeg8"}
@@ -107,6 +110,7 @@ CHANNEL_ALIASES: dict[str, tuple[str, ...]] = {
         "her2",
         "erbb2",
         "orange",
+        "spor",  # SpectrumOrange as Zeiss ZEN abbreviates it
         "red",
         "texasred",
         "cy3",
@@ -122,6 +126,7 @@ CHANNEL_ALIASES: dict[str, tuple[str, ...]] = {
         "cen17",
         "chr17",
         "green",
+        "spgr",  # SpectrumGreen
         "fitc",
         "alexa488",
         "af488",
@@ -747,12 +752,7 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
     path = Path(path)
     if path.name.lower().endswith(".geojson"):
         return _rasterise_geojson(path, kind, tuple(int(n) for n in shape))
-    suffix = _check_file(path)
-    if suffix in _RASTER_CODECS:
-        data = _read_raster(path, _RASTER_CODECS[suffix], lazy=False)[1]
-    else:
-        data = _read_tiff(path, lazy=False)[1]
-    data = np.asarray(data)
+    data = np.asarray(_read_data(path, _check_file(path), lazy=False)[1])
     if data.ndim > 2:  # a plane stored with singleton axes (1, Y, X) or (Y, X, 1)
         data = data.reshape([n for n in data.shape if n != 1])
     if data.ndim != 2:
@@ -856,14 +856,19 @@ def _check_file(path: Path) -> str:
     return suffix
 
 
-def _read_file(path: Path, *, lazy: bool | None, axes: str | None, single_channel: bool) -> _Raw:
-    suffix = _check_file(path)
+def _read_data(path: Path, suffix: str, *, lazy: bool | None) -> tuple[_Raw, Any, str]:
+    """The reader of a file type: what it found, the stored array and its axis letters."""
     if suffix in _RASTER_CODECS:
-        raw, data, stored = _read_raster(path, _RASTER_CODECS[suffix], lazy=bool(lazy))
-    else:
-        if lazy is None:
-            lazy = path.stat().st_size > LAZY_THRESHOLD_BYTES
-        raw, data, stored = _read_tiff(path, lazy=lazy)
+        return _read_raster(path, _RASTER_CODECS[suffix], lazy=bool(lazy))
+    if suffix == ".czi":
+        return _read_czi(path)
+    if lazy is None:
+        lazy = path.stat().st_size > LAZY_THRESHOLD_BYTES
+    return _read_tiff(path, lazy=lazy)
+
+
+def _read_file(path: Path, *, lazy: bool | None, axes: str | None, single_channel: bool) -> _Raw:
+    raw, data, stored = _read_data(path, _check_file(path), lazy=lazy)
     if axes is not None:
         stored = _check_axes_override(axes, data.shape, path)
     raw.planes = _split_channels(data, stored, path, single_channel=single_channel)
@@ -1021,6 +1026,100 @@ def _read_tiff(path: Path, *, lazy: bool) -> tuple[_Raw, Any, str]:
         data = _lazy_series(path, tif, series) if lazy else series.asarray()
     raw.lazy = lazy
     return raw, data, series.axes
+
+
+#: CZI sub-block compressions (raw codes) that lose detail, or may (JPEG XR can be lossless).
+_CZI_LOSSY = {
+    1: "CZI with JPEG compression",
+    4: "CZI with JPEG XR compression (lossy unless saved lossless)",
+}
+
+
+def _read_czi(path: Path) -> tuple[_Raw, np.ndarray, str]:
+    """A Zeiss CZI file of one scene and one time point, through pylibCZIrw.
+
+    Returns the channels as ``CZYX`` (grey) or one ``YXS`` RGB plane (a colour camera's
+    BGR turned to RGB), with channel names and pixel size from the file's XML metadata.
+    """
+    try:
+        from pylibCZIrw import czi as pyczi
+    except ImportError:
+        raise ValueError(
+            f"{path}: reading Zeiss CZI files needs the pylibCZIrw package "
+            "(pip install 'ishcount[czi]'), or export the field from ZEN as OME-TIFF"
+        ) from None
+    try:
+        with pyczi.open_czi(str(path)) as document:
+            box = dict(document.total_bounding_box)
+            scenes = len(document.scenes_bounding_rectangle)
+            pixel_types = dict(document.pixel_types)
+            xml = document.raw_metadata
+            compressions: set[int] = set()
+
+            def note_compression(_index: int, info: Any) -> bool:
+                compressions.add(int(info.compressionModeRaw))
+                return True  # go on to the next sub-block
+
+            document.enumerate_subblocks(note_compression)
+            extra = {a: hi - lo for a, (lo, hi) in box.items() if a not in "CZYX" and hi - lo > 1}
+            if scenes > 1 or extra:
+                data = None
+            else:
+                start = {a: box.get(a, (0, 1))[0] for a in "CZT"}
+                planes = [
+                    [
+                        document.read(plane={"C": c, "Z": z, "T": start["T"]})
+                        for z in range(*box.get("Z", (0, 1)))
+                    ]
+                    for c in range(*box.get("C", (0, 1)))
+                ]
+                data = np.asarray(planes)
+    except Exception as exc:  # pylibCZIrw raises RuntimeError and others on bad files
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: cannot read as a Zeiss CZI file (corrupt?): {detail}") from exc
+    if scenes > 1:
+        raise ValueError(
+            f"{path}: the CZI file holds {scenes} scenes; ishcount reads one field per file "
+            "(split the scenes in ZEN: Processing > Split Scenes, or export each as OME-TIFF)"
+        )
+    if extra:
+        raise ValueError(
+            f"{path}: cannot read CZI dimensions {extra}; ishcount reads one time point and "
+            "one position: C, Z, Y, X"
+        )
+    names, spacing = _czi_metadata(xml)
+    lossy = "; ".join(_CZI_LOSSY[code] for code in sorted(compressions) if code in _CZI_LOSSY)
+    if set(pixel_types.values()) & {"Bgr24", "Bgr48", "Bgra32"}:
+        if data.shape[:2] != (1, 1):
+            raise ValueError(f"{path}: a colour CZI file must hold one colour plane")
+        rgb = data[0, 0, ..., 2::-1]  # BGR(A) as stored, turned to RGB
+        raw = _Raw([], "YXS", "czi", None, spacing, "CZI metadata", is_rgb=True, lossy=lossy)
+        return raw, rgb, "YXS"
+    data = data[..., 0]  # grey planes come as (Y, X, 1)
+    return _Raw([], "CZYX", "czi", names, spacing, "CZI metadata", lossy=lossy), data, "CZYX"
+
+
+def _czi_metadata(xml: str) -> tuple[list[str] | None, dict[str, float]]:
+    """Channel names and pixel size in micrometres from a CZI file's XML metadata.
+
+    A channel's name is its ``Name`` (ZEN's channel name, e.g. "DAPI" or "SpOr"), or its
+    ``Fluor`` when the name is empty. ``Scaling/Items/Distance`` values are in metres.
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None, {}
+    names = [
+        channel.get("Name") or channel.findtext("Fluor") or ""
+        for channel in root.iterfind(".//Information/Image/Dimensions/Channels/Channel")
+    ]
+    spacing = {}
+    for distance in root.iterfind(".//Scaling/Items/Distance"):
+        axis = (distance.get("Id") or "").lower()
+        size = _length_in_um(distance.findtext("Value"), "m")
+        if axis in ("x", "y", "z") and size is not None:
+            spacing[axis] = size
+    return (names if any(names) else None), spacing
 
 
 #: TIFF compressions that lose detail (the JPEG family), and those that may (their tag does

@@ -176,7 +176,7 @@ def discover_cases(
         path = Path(item)
         if path.is_file():
             source = replace(ImageSource.from_path(path), masks=field_masks(path))
-            cases.append(Case(_stem(path), path.parent, (source,)))
+            cases.append(Case(source.name, path.parent, (source,)))
             continue
         if not path.is_dir():
             raise ValueError(f"{path}: no such file or folder")
@@ -201,14 +201,6 @@ def _cases_in(folder: Path, patterns: dict[str, str] | None) -> list[Case]:
         if sub_sources:
             cases.append(Case(sub.name, sub, tuple(sub_sources)))
     return cases
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def check_output_folder(out: Path, cases: Sequence[Case]) -> Path:
