@@ -92,6 +92,11 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--ihc", help="concurrent IHC score for every case: 0, 1+, 2+ or 3+")
     parser.add_argument(
+        "--ihc-table",
+        metavar="CSV",
+        help="IHC score per case: a CSV with 'case' and 'ihc' columns (overrides --ihc)",
+    )
+    parser.add_argument(
         "--channels",
         help="channel indices when the files do not name them, e.g. dapi=0,her2=1,cep17=2",
     )
@@ -211,7 +216,7 @@ def _run_rules(args: argparse.Namespace) -> int:
 def _run_run(args: argparse.Namespace) -> int:
     from ishcount.config import load_pipeline
     from ishcount.io import parse_channels, parse_spacing_um
-    from ishcount.pipeline import RunOptions, discover_cases, run_batch
+    from ishcount.pipeline import RunOptions, discover_cases, read_ihc_table, run_batch
     from ishcount.rules import parse_ihc
 
     if args.workers is not None and args.workers < 1:
@@ -221,6 +226,7 @@ def _run_run(args: argparse.Namespace) -> int:
         channels=parse_channels(args.channels) if args.channels else None,
         spacing_um=parse_spacing_um(args.pixel_size_um) if args.pixel_size_um else None,
         ihc=parse_ihc(args.ihc),
+        ihc_by_case=read_ihc_table(args.ihc_table) if args.ihc_table else None,
         seed=args.seed,
     )
     total = sum(len(case.sources) for case in discover_cases(args.inputs, config=config))

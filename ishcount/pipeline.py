@@ -20,11 +20,13 @@ rerun skips fields whose record matches and recomputes the rest.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,7 +52,7 @@ from ishcount.io import (
     write_table,
 )
 from ishcount.report import case_record, field_figures, provenance, write_case_report
-from ishcount.rules import classify
+from ishcount.rules import classify, parse_ihc
 from ishcount.score import score_case
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform, empty_table
 from ishcount.tiles import analyze_tiled
@@ -79,6 +81,9 @@ class RunOptions:
         Pixel size; overrides the image metadata and the pipeline file.
     ihc : str, optional
         Concurrent IHC score (0, 1+, 2+, 3+) for every case of the run.
+    ihc_by_case : mapping of str to str, optional
+        IHC score per case name (:func:`read_ihc_table`); a case it lists takes its score
+        there, the others ``ihc``.
     seed : int
         Seed of the bootstrap intervals.
     """
@@ -86,7 +91,81 @@ class RunOptions:
     channels: dict[str, int] | None = None
     spacing_um: float | tuple[float, ...] | None = None
     ihc: str | None = None
+    ihc_by_case: dict[str, str] | None = None
     seed: int = 0
+
+    def ihc_of(self, case: str) -> str | None:
+        """The IHC score the case is classified with (None: no IHC result given).
+
+        Examples
+        --------
+        >>> options = RunOptions(ihc="2+", ihc_by_case={"S-24-0017": "3+"})
+        >>> options.ihc_of("S-24-0017"), options.ihc_of("S-24-0018")
+        ('3+', '2+')
+        """
+        return (self.ihc_by_case or {}).get(case, self.ihc)
+
+
+def read_ihc_table(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read the concurrent IHC score of each case from a CSV file.
+
+    Parameters
+    ----------
+    path : path
+        A CSV file with a header naming a ``case`` and an ``ihc`` column (any case, other
+        columns ignored, comma, semicolon or tab separated): one row per case folder name
+        and its score, 0, 1+, 2+ or 3+. Rows with an empty score are skipped.
+
+    Returns
+    -------
+    dict of str to str
+        Case name to its canonical score (:func:`ishcount.rules.parse_ihc`).
+
+    Raises
+    ------
+    ValueError
+        Naming the file (and the line): unreadable, no ``case`` or ``ihc`` column, a score
+        that is not one of the four, or one case given two different scores.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> table = Path(tempfile.mkdtemp()) / "ihc.csv"
+    >>> _ = table.write_text("case,ihc,block\\nS-24-0017,2+,A1\\nS-24-0018,3,B2\\n")
+    >>> read_ihc_table(table)
+    {'S-24-0017': '2+', 'S-24-0018': '3+'}
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the IHC table: {exc}") from exc
+    try:
+        dialect = csv.Sniffer().sniff(text.partition("\n")[0], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = csv.reader(text.splitlines(), dialect)
+    header = [name.strip().lower() for name in next(rows, [])]
+    if "case" not in header or "ihc" not in header:
+        raise ValueError(f"{path}: the IHC table needs a header with 'case' and 'ihc' columns")
+    case_at, ihc_at = header.index("case"), header.index("ihc")
+    scores: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        case = row[case_at].strip() if len(row) > case_at else ""
+        given = row[ihc_at].strip() if len(row) > ihc_at else ""
+        if not case or not given:
+            continue
+        try:
+            score = parse_ihc(int(given) if given.isdigit() else given)
+        except ValueError:
+            raise ValueError(
+                f"{path}, line {line}: IHC score {given!r} of case {case!r} is not 0, 1+, 2+ or 3+"
+            ) from None
+        if scores.setdefault(case, score) != score:
+            raise ValueError(
+                f"{path}, line {line}: case {case!r} has two IHC scores, {scores[case]} and {score}"
+            )
+    return scores
 
 
 @dataclass(frozen=True)
@@ -404,7 +483,8 @@ def finish_case(
         lossy_inputs={name: fact["lossy"] for name, fact in facts.items() if fact["lossy"]},
         ridge_maxima={name: fact["ridge_maxima"] for name, fact in facts.items()},
     )
-    result = classify(summary, rule_set=config.rule_set, ihc=options.ihc)
+    ihc = options.ihc_of(case.name)
+    result = classify(summary, rule_set=config.rule_set, ihc=ihc)
     record = case_record(
         case=case.name,
         summary=summary,
@@ -417,7 +497,7 @@ def finish_case(
             options={
                 "channels": options.channels,
                 "spacing_um": options.spacing_um,
-                "ihc": options.ihc,
+                "ihc": ihc,
                 "seed": options.seed,
             },
         ),
@@ -531,6 +611,13 @@ def run_batch(
     config = config if isinstance(config, PipelineConfig) else load_pipeline(config)
     options = options or RunOptions()
     cases = discover_cases(inputs, config=config)
+    unknown = sorted(set(options.ihc_by_case or ()) - {case.name for case in cases})
+    if unknown:
+        warnings.warn(
+            f"the IHC table names case(s) not in this run: {', '.join(unknown)}",
+            UserWarning,
+            stacklevel=2,
+        )
     out_dir = check_output_folder(Path(out), cases)
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in cases:
@@ -660,6 +747,7 @@ def summary_table(outcomes: Sequence[CaseOutcome]) -> pd.DataFrame:
                 "mean_cep17": result.get("mean_cep17"),
                 "ratio": result.get("ratio"),
                 "group": result.get("group"),
+                "ihc": result.get("ihc"),
                 "call": result.get("call"),
                 "rule_set": result.get("rule_set"),
             }

@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import imagecodecs
@@ -14,7 +15,7 @@ import tifffile
 
 from ishcount.cli import main
 from ishcount.config import parse_pipeline
-from ishcount.pipeline import RunOptions, discover_cases, run_batch
+from ishcount.pipeline import RunOptions, discover_cases, read_ihc_table, run_batch
 from ishcount.synthetic import make_case, write_case
 from ishcount.tables import CELL_SCHEMA
 
@@ -116,6 +117,49 @@ def test_corrupt_file_fails_alone_and_rerun_resumes(batch, tmp_path):
         "resumed"
     ]
     assert (out / "group5" / "cells.csv").read_text() == first_cells
+
+
+def test_ihc_table_gives_each_case_its_score_without_recomputing(batch, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["run", str(batch), "--out", str(out), "--workers", "1", "--ihc", "1+"]
+    assert main(args) == 0
+    table = tmp_path / "ihc.csv"
+    table.write_text("Case;IHC;block\ngroup5;2+;B1\nelsewhere;3+;C4\n")  # a lab's master list
+    seen = []
+    with pytest.warns(UserWarning, match="not in this run: elsewhere"):
+        run_batch(
+            [batch],
+            out,
+            workers=1,
+            options=RunOptions(ihc="1+", ihc_by_case=read_ihc_table(table)),
+            on_field=seen.append,
+        )
+    assert {r.status for r in seen} == {"resumed"}, "an IHC score changes no field's analysis"
+    records = {c: json.loads((out / c / "case.json").read_text()) for c in ("group1", "group5")}
+    assert records["group5"]["ihc"] == "2+", "listed in the table"
+    assert records["group1"]["ihc"] == "1+", "not listed: --ihc"
+    assert records["group5"]["provenance"]["options"]["ihc"] == "2+"
+    summary = pd.read_csv(out / "summary.csv", dtype={"ihc": str})
+    assert summary.set_index("case")["ihc"].to_dict() == {"group1": "1+", "group5": "2+"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("case,score\ngroup5,2+\n", "needs a header with 'case' and 'ihc'"),
+        ("case,ihc\ngroup1,2+\ngroup5,4+\n", "line 3: IHC score '4\\+' of case 'group5'"),
+        ("case,ihc\ngroup5,2+\ngroup5,3+\n", "line 3: case 'group5' has two IHC scores"),
+    ],
+)
+def test_a_wrong_ihc_table_is_refused_with_its_line(batch, tmp_path, capsys, text, message):
+    table = tmp_path / "ihc.csv"
+    table.write_text(text)
+    args = ["run", str(batch), "--out", str(tmp_path / "out"), "--ihc-table", str(table)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "ihc.csv" in error
+    assert re.search(message, error)
+    assert not (tmp_path / "out").exists(), "nothing is run on a wrong table"
 
 
 def test_changed_parameters_are_recomputed(batch, tmp_path):
