@@ -80,8 +80,9 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
         description="Segment nuclei, detect and count HER2/CEP17 signals in every image, pool "
         "each case's fields, classify it and write cells.csv, spots.csv, case.json, label images "
         "and report.html per case plus summary.csv. Masks beside a field and named after it "
-        "are used with it: <field>.nuclei.tif/.png/.geojson (or Cellpose's <field>_cp_masks.png) "
-        "as its nuclei, <field>.roi.tif/.png/.geojson as the region to score. A rerun skips "
+        "are used with it: <field>.nuclei.tif/.png/.npy/.geojson (or Cellpose's "
+        "<field>_cp_masks.png or <field>_seg.npy) as its nuclei, <field>.roi.tif/.png/.geojson "
+        "as the region to score. A rerun skips "
         "images whose results exist for the same input files (masks included) and parameters.",
         epilog=_EPILOG,
     )

@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import secrets
 import threading
@@ -61,10 +62,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import tifffile
+from numpy.lib import format as npy_format
 
 from ishcount.image import CHANNELS, FishImage
 
 __all__ = [
+    "CELLPOSE_SEG_SUFFIX",
     "CHANNEL_ALIASES",
     "DEFAULT_CHANNEL_PATTERNS",
     "IMAGE_SUFFIXES",
@@ -150,11 +153,14 @@ LAZY_THRESHOLD_BYTES: int = 256 * 2**20
 _IGNORED_NAME_PARTS = (".truth_", ".labels.", ".ishcount.")
 
 #: Name fragments of the masks that go with a field, between its name and the extension:
-#: nucleus labels made elsewhere (``f1.nuclei.tif``; Cellpose saves ``f1_cp_masks.png``)
+#: nucleus labels made elsewhere (``f1.nuclei.tif``; Cellpose saves ``f1_cp_masks.png``, and
+#: its GUI ``f1_seg.npy``: :data:`CELLPOSE_SEG_SUFFIX`)
 #: and the region to score (``f1.roi.tif``, e.g. the invasive tumour a pathologist drew).
 MASK_NAME_PARTS: dict[str, tuple[str, ...]] = {"nuclei": (".nuclei", "_cp_masks"), "roi": (".roi",)}
-#: File name endings of masks: images, and GeoJSON polygons (QuPath's export).
-MASK_SUFFIXES: tuple[str, ...] = (*IMAGE_SUFFIXES, ".geojson")
+#: File name endings of masks: images, GeoJSON polygons (QuPath's export) and NumPy arrays.
+MASK_SUFFIXES: tuple[str, ...] = (*IMAGE_SUFFIXES, ".geojson", ".npy")
+#: The file Cellpose's GUI saves a field's masks in (with their outlines and flows).
+CELLPOSE_SEG_SUFFIX = "_seg.npy"
 _MAX_UNLABELLED_CHANNELS = 4
 _UNKNOWN_AXES = "QI"
 _UNIT_TO_UM = {
@@ -518,8 +524,11 @@ def _add_mask(found: dict[str, Path], kind: str, stem: str, path: Path) -> None:
 
 
 def _mask_of(filename: str) -> tuple[str | None, str]:
-    """``(kind, field name)`` when ``filename`` is a mask (:data:`MASK_NAME_PARTS`)."""
+    """``(kind, field name)`` when ``filename`` is a mask (:data:`MASK_NAME_PARTS`, or
+    Cellpose's :data:`CELLPOSE_SEG_SUFFIX`)."""
     lower = filename.lower()
+    if lower.endswith(CELLPOSE_SEG_SUFFIX) and len(lower) > len(CELLPOSE_SEG_SUFFIX):
+        return "nuclei", filename[: -len(CELLPOSE_SEG_SUFFIX)]
     suffix = next((s for s in MASK_SUFFIXES if lower.endswith(s)), "")
     end = len(filename) - len(suffix)
     for kind, parts in MASK_NAME_PARTS.items():
@@ -713,8 +722,10 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
     Parameters
     ----------
     path : path
-        TIFF or PNG holding one 2D plane (singleton axes are dropped), or GeoJSON polygons
-        in pixel coordinates (QuPath's export of annotations or detections).
+        TIFF or PNG holding one 2D plane (singleton axes are dropped), GeoJSON polygons
+        in pixel coordinates (QuPath's export of annotations or detections), a NumPy
+        ``.npy`` array, or the ``masks`` of a Cellpose ``_seg.npy`` file (its pickled dict
+        read without running code: only NumPy arrays, numbers, text, lists and dicts).
     kind : {"nuclei", "roi"}
         ``"nuclei"``: labels, 0 background and one whole number per nucleus (Cellpose,
         StarDist, QuPath or hand-drawn), or a two-valued mask (0/1, 0/255) whose connected
@@ -752,7 +763,10 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
     path = Path(path)
     if path.name.lower().endswith(".geojson"):
         return _rasterise_geojson(path, kind, tuple(int(n) for n in shape))
-    data = np.asarray(_read_data(path, _check_file(path), lazy=False)[1])
+    if path.name.lower().endswith(".npy"):
+        data = _read_npy(path)
+    else:
+        data = np.asarray(_read_data(path, _check_file(path), lazy=False)[1])
     if data.ndim > 2:  # a plane stored with singleton axes (1, Y, X) or (Y, X, 1)
         data = data.reshape([n for n in data.shape if n != 1])
     if data.ndim != 2:
@@ -781,6 +795,52 @@ def read_mask(path: str | os.PathLike[str], *, kind: str, shape: Sequence[int]) 
         return prepare_labels(data, shape=data.shape, min_area_um2=None)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
+
+#: What a pickled NumPy file may make while it is read: arrays, dtypes and scalars (in plain
+#: lists and dicts, which need nothing named). Anything else, such as a function called
+#: while unpickling, is refused, so a mask file cannot run code.
+_PICKLED_NUMPY = frozenset(
+    (module, name)
+    for package in ("numpy.core", "numpy._core")
+    for module, name in (
+        (f"{package}.multiarray", "_reconstruct"),
+        (f"{package}.multiarray", "scalar"),
+        (f"{package}.numeric", "_frombuffer"),
+    )
+) | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """An unpickler that makes NumPy arrays and plain containers only."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLED_NUMPY:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it would load {module}.{name}, which a mask never needs")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A NumPy file's array, or the ``masks`` of a Cellpose ``_seg.npy`` (a pickled dict,
+    read with :class:`_NumpyUnpickler`)."""
+    headers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as file:
+            version = npy_format.read_magic(file)
+            if version not in headers:
+                raise ValueError(f"NumPy file format version {version} is not read")
+            dtype = headers[version](file)[2]
+            if not dtype.hasobject:
+                file.seek(0)
+                return np.load(file, allow_pickle=False)
+            content = _NumpyUnpickler(file).load()
+    except Exception as exc:  # a damaged pickle raises any of a dozen types
+        raise ValueError(f"{path}: cannot read as a NumPy mask file: {exc}") from exc
+    if isinstance(content, np.ndarray) and content.dtype.hasobject and content.shape == ():
+        content = content.item()  # np.save of a dict, as Cellpose saves its _seg.npy
+    if isinstance(content, dict) and isinstance(content.get("masks"), np.ndarray):
+        return content["masks"]
+    raise ValueError(f"{path}: holds no 'masks' array (as a Cellpose _seg.npy file does)")
 
 
 def _rasterise_geojson(path: Path, kind: str, shape: tuple[int, int]) -> np.ndarray:

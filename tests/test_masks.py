@@ -96,6 +96,47 @@ def square(x0, y0, x1, y1):
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
 
 
+def cellpose_seg(labels: np.ndarray) -> dict:
+    """What Cellpose's GUI saves in <image>_seg.npy (np.save of a dict)."""
+    return {
+        "masks": labels,
+        "outlines": np.zeros_like(labels),
+        "flows": [np.zeros((*labels.shape, 3), np.uint8), np.zeros((2, *labels.shape))],
+        "chan_choose": [0, 0],
+        "ismanual": np.zeros(int(labels.max()), bool),
+        "filename": "/data/f1.tif",
+        "est_diam": np.float64(30.0),
+        "normalize_params": {"lowhigh": None, "percentile": [1.0, 99.0], "invert": False},
+        "model_path": 0,
+    }
+
+
+def test_cellpose_seg_files_are_read_without_running_code(tmp_path):
+    labels = np.array([[0, 5, 5], [0, 0, 9]], np.uint16)
+    np.save(tmp_path / "f1_seg.npy", cellpose_seg(labels), allow_pickle=True)
+    assert read_mask(tmp_path / "f1_seg.npy", kind="nuclei", shape=(2, 3)).tolist() == [
+        [0, 1, 1],
+        [0, 0, 2],
+    ]
+    np.save(tmp_path / "f2.nuclei.npy", labels)  # a plain array of labels
+    assert read_mask(tmp_path / "f2.nuclei.npy", kind="nuclei", shape=(2, 3)).max() == 2
+
+    class Payload:  # what a crafted file could make pickle call
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "ran",))
+
+    np.save(tmp_path / "evil_seg.npy", {"masks": labels, "x": Payload()}, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"evil_seg\.npy: cannot read .*pathlib"):
+        read_mask(tmp_path / "evil_seg.npy", kind="nuclei", shape=(2, 3))
+    assert not (tmp_path / "ran").exists()
+    np.save(tmp_path / "g_seg.npy", {"outlines": labels}, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"g_seg\.npy: holds no 'masks' array"):
+        read_mask(tmp_path / "g_seg.npy", kind="nuclei", shape=(2, 3))
+    (tmp_path / "h_seg.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match=r"h_seg\.npy: cannot read as a NumPy mask file"):
+        read_mask(tmp_path / "h_seg.npy", kind="nuclei", shape=(2, 3))
+
+
 def test_geojson_polygons_are_rasterised(tmp_path):
     region = {
         "type": "FeatureCollection",
@@ -206,6 +247,20 @@ def test_an_image_given_alone_takes_the_masks_beside_it(case_folder, tmp_path):
     run_batch([folder / f"{first}.ome.tif"], tmp_path / "out", workers=1)
     used = tifffile.imread(tmp_path / "out" / first / "labels" / f"{first}.tif")
     assert same_partition(used, tifffile.imread(folder / f"{first}.truth_nuclei.tif"))
+
+
+def test_run_uses_the_masks_cellpose_saved_beside_the_field(case_folder, tmp_path):
+    folder = copy_case(case_folder, tmp_path / "in" / "group5")
+    first = field_names(folder)[0]
+    truth = tifffile.imread(folder / f"{first}.truth_nuclei.tif")
+    np.save(folder / f"{first}_seg.npy", cellpose_seg(truth), allow_pickle=True)
+    assert field_names(folder) == field_names(case_folder), "a _seg.npy file is no field"
+    outcome = run_batch([folder], tmp_path / "out", workers=1)[0]
+    used = tifffile.imread(tmp_path / "out" / "group5" / "labels" / f"{first}.tif")
+    assert used.max() > 10
+    assert same_partition(used, truth)
+    images = {entry["name"]: entry for entry in outcome.record["images"]}
+    assert images[first]["masks"] == {"nuclei": str((folder / f"{first}_seg.npy").resolve())}
 
 
 def test_a_bad_mask_fails_its_field_alone(case_folder, tmp_path):
