@@ -53,6 +53,9 @@ DEBRIS = "autofluorescent debris"
 NO_HER2 = "no HER2 signal"
 NO_CEP17 = "no CEP17 signal"
 
+#: Fewest nuclei in a field for its median nucleus to judge one as two merged nuclei.
+MIN_NUCLEI_FOR_MEDIAN = 10
+
 
 @dataclass(frozen=True)
 class CountParams:
@@ -72,6 +75,12 @@ class CountParams:
         nuclei add up their DAPI). Only used when DAPI is given.
     overlap_brightness : float
         See ``max_bright_fraction``.
+    merged_area_ratio, merged_min_solidity : float
+        A nucleus larger than ``merged_area_ratio`` times the median nucleus of its field
+        and less solid than ``merged_min_solidity`` is two overlapping nuclei taken as one
+        (their union is larger than one nucleus and notched where the outlines cross).
+        Judged in fields of at least :data:`MIN_NUCLEI_FOR_MEDIAN` nuclei; ``inf`` turns
+        it off.
     require_both_signals : bool
         Kit convention: score only nuclei with at least one HER2 and one CEP17 signal.
         Switch off for single-probe assays (the CEP17 rule is then skipped).
@@ -82,6 +91,8 @@ class CountParams:
     min_solidity: float = 0.85
     max_bright_fraction: float = 0.12
     overlap_brightness: float = 1.6
+    merged_area_ratio: float = 1.5
+    merged_min_solidity: float = 0.92
     require_both_signals: bool = True
 
 
@@ -324,10 +335,16 @@ def _exclusion_reasons(
     area = cells["area_um2"].to_numpy()
     rules.append((TOO_SMALL, area < params.min_area_um2))
     rules.append((TOO_LARGE, area > params.max_area_um2))
-    rules.append((IRREGULAR, nucleus_solidity(labels, ids, step=step) < params.min_solidity))
+    solidity = nucleus_solidity(labels, ids, step=step)
+    rules.append((IRREGULAR, solidity < params.min_solidity))
+    overlapping = np.zeros(len(ids), dtype=bool)
+    if len(ids) >= MIN_NUCLEI_FOR_MEDIAN:
+        large = area > params.merged_area_ratio * np.median(area)
+        overlapping |= large & (solidity < params.merged_min_solidity)
     if dapi is not None:
         bright = bright_fraction(labels, dapi, ids, params.overlap_brightness, step=step)
-        rules.append((OVERLAPPING, bright > params.max_bright_fraction))
+        overlapping |= bright > params.max_bright_fraction
+    rules.append((OVERLAPPING, overlapping))
     if obscured is not None:
         rules.append((DEBRIS, np.isin(ids, np.asarray(obscured, dtype=np.int64))))
     rules.append((NO_HER2, cells["n_her2"].to_numpy() < 1))

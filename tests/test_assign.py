@@ -198,6 +198,42 @@ def test_overlapping_nuclei_recognised_by_summed_dapi():
     assert cells3d["exclusion_reason"].tolist() == [OVERLAPPING, ""]
 
 
+def _field_of_discs(radius=30, n=12):
+    """``n`` separate discs on a grid, with one HER2 and one CEP17 signal each."""
+    labels = np.zeros((1000, 1200), np.int32)
+    rows = []
+    for index in range(n):
+        y, x = 80 + 160 * (index // 6), 80 + 180 * (index % 6)
+        labels[disk((y, x), radius)] = index + 1
+        rows += [("her2", y, x, 1, False), ("cep17", y, x + 2, 1, False)]
+    return labels, rows
+
+
+def test_two_nuclei_taken_as_one_are_overlapping_by_their_size_and_notches():
+    labels, rows = _field_of_discs()
+    # two nuclei of the field's size overlapping a little: one object, notched where the
+    # outlines cross, 1.9 times the median nucleus
+    labels[disk((700, 300), 30)] = 13
+    labels[disk((700, 354), 30)] = 13
+    labels[disk((700, 700), 42)] = 14  # one large round nucleus, twice the median
+    rows += [("her2", 700, 327, 1, False), ("cep17", 700, 329, 1, False)]
+    rows += [("her2", 700, 700, 1, False), ("cep17", 700, 702, 1, False)]
+    spots = assign_spots(make_spots(rows), labels)
+    solidity = nucleus_solidity(labels, np.array([13, 14]))
+    assert solidity[0] < 0.92 < solidity[1]
+    cells = count_spots(spots, labels, spacing_um=SPACING).set_index("label")
+    assert cells.at[13, "exclusion_reason"] == OVERLAPPING
+    assert cells.at[14, "exclusion_reason"] == "", "a large single nucleus is scored"
+    assert (cells.loc[1:12, "exclusion_reason"] == "").all()
+    off = CountParams(merged_area_ratio=float("inf"))
+    cells = count_spots(spots, labels, spacing_um=SPACING, params=off).set_index("label")
+    assert cells.at[13, "exclusion_reason"] == ""
+    # in a field of a few nuclei the median says nothing
+    few = np.where(np.isin(labels, [1, 2, 13]), labels, 0)
+    cells = count_spots(assign_spots(make_spots(rows), few), few, spacing_um=SPACING)
+    assert cells.set_index("label").at[13, "exclusion_reason"] == ""
+
+
 def test_solidity_is_scale_free():
     small = np.zeros((100, 100), np.int32)
     small[disk((50, 50), 30)] = 1
