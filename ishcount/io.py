@@ -202,6 +202,9 @@ class ImageSource:
         ``(kind, file)`` pairs of the field's masks (:data:`MASK_NAME_PARTS`): ``"nuclei"``
         (labels used instead of segmenting) and ``"roi"`` (the region to score); read
         with :func:`read_mask`.
+    scene : int or None
+        The scene (0-based) of a CZI file that holds several (a ZEN experiment over several
+        positions): each scene is a field, named ``<file>_s01``, ``<file>_s02``, ...
 
     Examples
     --------
@@ -215,6 +218,7 @@ class ImageSource:
     channel_paths: tuple[tuple[str, Path], ...] = ()
     missing_channels: tuple[str, ...] = field(default=())
     masks: tuple[tuple[str, Path], ...] = ()
+    scene: int | None = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (not self.channel_paths):
@@ -237,6 +241,27 @@ class ImageSource:
         """Return the source of a single file, named after its stem."""
         path = Path(path)
         return cls(name=_field_name(path.name), path=path)
+
+
+def file_sources(path: str | os.PathLike[str]) -> list[ImageSource]:
+    """The fields in one image file: the file itself, or each scene of a CZI file that
+    holds several (``<file>_s01``, ``<file>_s02``, ...; an unreadable file is one field,
+    which fails when it is read).
+
+    Examples
+    --------
+    >>> [source.name for source in file_sources("slide 3/field_07.ome.tif")]
+    ['field_07']
+    """
+    source = ImageSource.from_path(path)
+    n_scenes = _czi_scenes(source.path) if source.path.name.lower().endswith(".czi") else 1
+    if n_scenes < 2:
+        return [source]
+    width = max(2, len(str(n_scenes)))
+    return [
+        dataclasses.replace(source, name=f"{source.name}_s{k + 1:0{width}d}", scene=k)
+        for k in range(n_scenes)
+    ]
 
 
 @dataclass
@@ -466,7 +491,7 @@ def find_images(
             continue
         channel, stem = _match_channel_file(path.name, patterns)
         if channel is None:
-            singles.append(ImageSource.from_path(path))
+            singles.extend(file_sources(path))
             continue
         group = groups.setdefault(stem.casefold(), {})
         names.setdefault(stem.casefold(), stem)
@@ -487,9 +512,12 @@ def find_images(
     return sorted(singles, key=lambda s: (s.name.casefold(), s.name, s.path is None))
 
 
-def field_masks(image_path: str | os.PathLike[str]) -> tuple[tuple[str, Path], ...]:
+def field_masks(
+    image_path: str | os.PathLike[str], name: str | None = None
+) -> tuple[tuple[str, Path], ...]:
     """The masks named after the field of one image file, in its folder (as :func:`find_images`
-    attaches them), as ``(kind, path)`` pairs.
+    attaches them), as ``(kind, path)`` pairs; ``name``: the field's name when it is not the
+    file's (a scene of a CZI file, :func:`file_sources`).
 
     Raises
     ------
@@ -506,7 +534,7 @@ def field_masks(image_path: str | os.PathLike[str]) -> tuple[tuple[str, Path], .
     [('roi', 's1.roi.geojson')]
     """
     path = Path(image_path)
-    name = _field_name(path.name).casefold()
+    name = (_field_name(path.name) if name is None else name).casefold()
     found: dict[str, Path] = {}
     for other in sorted(path.parent.iterdir(), key=lambda p: p.name):
         kind, stem = _mask_of(other.name)
@@ -686,7 +714,7 @@ def read_image(
         raise TypeError(f"lazy must be True, False or None, got {lazy!r}")
     label = str(src.path) if src.path is not None else str(src.paths[0].parent / src.name)
     if src.path is not None:
-        raw = _read_file(src.path, lazy=lazy, axes=axes, single_channel=False)
+        raw = _read_file(src.path, lazy=lazy, axes=axes, single_channel=False, scene=src.scene)
         mapping, mapping_source = _resolve_channels(raw, channels, default_channels, label)
     else:
         raw = _read_channel_group(src, lazy=lazy, axes=axes)
@@ -705,6 +733,7 @@ def read_image(
         "spacing_source": spacing_source,
         "lazy": raw.lazy,
         "lossy": raw.lossy,
+        "scene": src.scene,
     }
     return FishImage(
         dapi=arrays["dapi"],
@@ -916,19 +945,31 @@ def _check_file(path: Path) -> str:
     return suffix
 
 
-def _read_data(path: Path, suffix: str, *, lazy: bool | None) -> tuple[_Raw, Any, str]:
+def _read_data(
+    path: Path, suffix: str, *, lazy: bool | None, scene: int | None = None
+) -> tuple[_Raw, Any, str]:
     """The reader of a file type: what it found, the stored array and its axis letters."""
     if suffix in _RASTER_CODECS:
         return _read_raster(path, _RASTER_CODECS[suffix], lazy=bool(lazy))
     if suffix == ".czi":
-        return _read_czi(path)
+        return _read_czi(path, scene)
     if lazy is None:
         lazy = path.stat().st_size > LAZY_THRESHOLD_BYTES
     return _read_tiff(path, lazy=lazy)
 
 
-def _read_file(path: Path, *, lazy: bool | None, axes: str | None, single_channel: bool) -> _Raw:
-    raw, data, stored = _read_data(path, _check_file(path), lazy=lazy)
+def _read_file(
+    path: Path,
+    *,
+    lazy: bool | None,
+    axes: str | None,
+    single_channel: bool,
+    scene: int | None = None,
+) -> _Raw:
+    suffix = _check_file(path)
+    if scene is not None and suffix != ".czi":
+        raise ValueError(f"{path}: scene={scene} given, but only CZI files hold scenes")
+    raw, data, stored = _read_data(path, suffix, lazy=lazy, scene=scene)
     if axes is not None:
         stored = _check_axes_override(axes, data.shape, path)
     raw.planes = _split_channels(data, stored, path, single_channel=single_channel)
@@ -1088,6 +1129,27 @@ def _read_tiff(path: Path, *, lazy: bool) -> tuple[_Raw, Any, str]:
     return raw, data, series.axes
 
 
+def _pylibczirw(path: Path) -> Any:
+    """The pylibCZIrw reader module, or a ValueError naming ``path`` saying how to get it."""
+    try:
+        from pylibCZIrw import czi
+    except ImportError:
+        raise ValueError(
+            f"{path}: reading Zeiss CZI files needs the pylibCZIrw package "
+            "(pip install 'ishcount[czi]'), or export the field from ZEN as OME-TIFF"
+        ) from None
+    return czi
+
+
+def _czi_scenes(path: Path) -> int:
+    """Number of scenes in a CZI file (1 when it has none, or cannot be read here)."""
+    try:
+        with _pylibczirw(path).open_czi(str(path)) as document:
+            return max(len(document.scenes_bounding_rectangle), 1)
+    except Exception:  # read_image gives the reason when the field is read
+        return 1
+
+
 #: CZI sub-block compressions (raw codes) that lose detail, or may (JPEG XR can be lossless).
 _CZI_LOSSY = {
     1: "CZI with JPEG compression",
@@ -1095,23 +1157,17 @@ _CZI_LOSSY = {
 }
 
 
-def _read_czi(path: Path) -> tuple[_Raw, np.ndarray, str]:
-    """A Zeiss CZI file of one scene and one time point, through pylibCZIrw.
+def _read_czi(path: Path, scene: int | None = None) -> tuple[_Raw, np.ndarray, str]:
+    """A Zeiss CZI file (or one ``scene`` of it, 0-based) at one time point, via pylibCZIrw.
 
     Returns the channels as ``CZYX`` (grey) or one ``YXS`` RGB plane (a colour camera's
     BGR turned to RGB), with channel names and pixel size from the file's XML metadata.
     """
-    try:
-        from pylibCZIrw import czi as pyczi
-    except ImportError:
-        raise ValueError(
-            f"{path}: reading Zeiss CZI files needs the pylibCZIrw package "
-            "(pip install 'ishcount[czi]'), or export the field from ZEN as OME-TIFF"
-        ) from None
+    pyczi = _pylibczirw(path)
     try:
         with pyczi.open_czi(str(path)) as document:
             box = dict(document.total_bounding_box)
-            scenes = len(document.scenes_bounding_rectangle)
+            scenes = sorted(document.scenes_bounding_rectangle)
             pixel_types = dict(document.pixel_types)
             xml = document.raw_metadata
             compressions: set[int] = set()
@@ -1122,13 +1178,15 @@ def _read_czi(path: Path) -> tuple[_Raw, np.ndarray, str]:
 
             document.enumerate_subblocks(note_compression)
             extra = {a: hi - lo for a, (lo, hi) in box.items() if a not in "CZYX" and hi - lo > 1}
-            if scenes > 1 or extra:
-                data = None
-            else:
-                start = {a: box.get(a, (0, 1))[0] for a in "CZT"}
+            n_scenes = max(len(scenes), 1)
+            chosen = 0 if scene is None else scene
+            data = None
+            if not extra and 0 <= chosen < n_scenes and (scene is not None or n_scenes == 1):
+                at = {"scene": scenes[chosen]} if scenes else {}
+                first_time = box.get("T", (0, 1))[0]
                 planes = [
                     [
-                        document.read(plane={"C": c, "Z": z, "T": start["T"]})
+                        document.read(plane={"C": c, "Z": z, "T": first_time}, **at)
                         for z in range(*box.get("Z", (0, 1)))
                     ]
                     for c in range(*box.get("C", (0, 1)))
@@ -1137,11 +1195,14 @@ def _read_czi(path: Path) -> tuple[_Raw, np.ndarray, str]:
     except Exception as exc:  # pylibCZIrw raises RuntimeError and others on bad files
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path}: cannot read as a Zeiss CZI file (corrupt?): {detail}") from exc
-    if scenes > 1:
+    if scene is None and n_scenes > 1:
         raise ValueError(
-            f"{path}: the CZI file holds {scenes} scenes; ishcount reads one field per file "
-            "(split the scenes in ZEN: Processing > Split Scenes, or export each as OME-TIFF)"
+            f"{path}: the CZI file holds {n_scenes} scenes; read one with "
+            "ImageSource(name, path=..., scene=k), or give its folder to find_images or "
+            "'ishcount run', which take each scene as a field"
         )
+    if not 0 <= chosen < n_scenes:
+        raise ValueError(f"{path}: no scene {scene} (the file holds {n_scenes}, from 0)")
     if extra:
         raise ValueError(
             f"{path}: cannot read CZI dimensions {extra}; ishcount reads one time point and "

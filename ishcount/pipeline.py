@@ -43,6 +43,7 @@ from ishcount.io import (
     ImageSource,
     atomic_write,
     field_masks,
+    file_sources,
     find_images,
     read_image,
     read_mask,
@@ -183,6 +184,7 @@ class FieldRecord:
     spacing_um: tuple[float, ...] = ()
     channel_mapping: dict[str, int] | None = None
     masks: dict[str, str] = field(default_factory=dict)  # kind -> path (one of files)
+    scene: int | None = None  # the scene of a multi-scene CZI file
 
     @property
     def ok(self) -> bool:
@@ -254,8 +256,11 @@ def discover_cases(
     for item in inputs:
         path = Path(item)
         if path.is_file():
-            source = replace(ImageSource.from_path(path), masks=field_masks(path))
-            cases.append(Case(source.name, path.parent, (source,)))
+            sources = tuple(
+                replace(source, masks=field_masks(path, source.name))
+                for source in file_sources(path)
+            )
+            cases.append(Case(ImageSource.from_path(path).name, path.parent, sources))
             continue
         if not path.is_dir():
             raise ValueError(f"{path}: no such file or folder")
@@ -313,7 +318,9 @@ def process_field(
         inputs = (*source.paths, *(path for _, path in source.masks))
         files = {str(p.resolve()): sha256_file(p) for p in inputs}
     except OSError as err:
-        return FieldRecord(case, source.name, "failed", f"{source.paths[0]}: {err}")
+        return FieldRecord(
+            case, source.name, "failed", f"{source.paths[0]}: {err}", scene=source.scene
+        )
     key = _field_key(files, config, options)
     previous = _read_record(field_dir / FIELD_RECORD)
     if previous.get("key") == key and previous.get("status") == "done":
@@ -327,6 +334,7 @@ def process_field(
             spacing_um=tuple(previous["spacing_um"]),
             channel_mapping=previous["channel_mapping"],
             masks=masks,
+            scene=source.scene,
         )
     scratch = field_dir / "labels.tmp.npy"  # on-disk labels of a tiled image
     try:
@@ -343,6 +351,7 @@ def process_field(
             files,
             seconds=time.perf_counter() - start,
             masks=masks,
+            scene=source.scene,
         )
         field_dir.mkdir(parents=True, exist_ok=True)
         write_json({"key": key, "status": "failed", "error": message}, field_dir / FIELD_RECORD)
@@ -360,6 +369,7 @@ def process_field(
         spacing_um=tuple(image.spacing_um),
         channel_mapping=dict(image.metadata.get("channel_mapping") or {}),
         masks=masks,
+        scene=source.scene,
     )
     write_json(
         {
@@ -556,6 +566,7 @@ def _image_entry(record: FieldRecord) -> dict[str, Any]:
         "masks": dict(record.masks),  # nuclei segmented elsewhere, region of interest
         "spacing_um": list(record.spacing_um),
         "channel_mapping": record.channel_mapping,
+        **({} if record.scene is None else {"scene": record.scene}),
     }
 
 

@@ -1,13 +1,16 @@
 """Zeiss CZI files: channels and pixel size from their metadata, one field per file."""
 
+import dataclasses
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
 from ishcount.analyze import analyze_image
-from ishcount.io import find_images, read_image
+from ishcount.io import ImageSource, find_images, read_image
+from ishcount.pipeline import run_batch
 from ishcount.synthetic import make_field
 
 pyczi = pytest.importorskip("pylibCZIrw.czi")
@@ -17,10 +20,13 @@ CZYX = RNG.integers(0, 4000, size=(3, 2, 24, 32), dtype=np.uint16)
 
 
 def write_czi(path, stack, names, scale_um=(0.3, 0.1, 0.1), scenes=1, compression=None):
-    """Write ``stack`` (C, Z, Y, X) as a CZI file with channel names and scaling (metres)."""
+    """Write ``stack`` (C, Z, Y, X) as a CZI file with channel names and scaling (metres);
+    with ``scenes`` > 1 (or a list of stacks) each scene holds its stack, side by side."""
+    stacks = stack if isinstance(stack, list) else [stack] * scenes
+    path.parent.mkdir(parents=True, exist_ok=True)
     with pyczi.create_czi(str(path), exist_ok=True, compression_options=compression) as document:
-        for scene in range(scenes):
-            for c, planes in enumerate(stack):
+        for scene, one in enumerate(stacks):
+            for c, planes in enumerate(one):
                 for z, plane in enumerate(planes):
                     document.write(
                         data=plane[..., None],
@@ -114,10 +120,47 @@ def test_czi_field_gives_the_counts_of_the_same_field_as_ome_tiff(tmp_path):
     assert from_czi[columns].equals(from_ome[columns])
 
 
-def test_czi_with_several_scenes_is_refused_by_name(tmp_path):
-    path = write_czi(tmp_path / "positions.czi", CZYX[:, :1], NAMES_3, scenes=2)
+def test_each_scene_of_a_czi_file_is_a_field(tmp_path):
+    # a ZEN experiment over two positions: one file, a scene per position
+    second = (CZYX[:, :1] // 2 + 7).astype(np.uint16)
+    path = write_czi(tmp_path / "positions.czi", [CZYX[:, :1], second], NAMES_3)
+    (tmp_path / "positions_s02.roi.tif").write_bytes(b"")  # a mask names its scene's field
+    sources = find_images(tmp_path)
+    assert [(s.name, s.scene) for s in sources] == [("positions_s01", 0), ("positions_s02", 1)]
+    assert sources[1].mask("roi").name == "positions_s02.roi.tif"
+    first, other = (read_image(source) for source in sources)
+    np.testing.assert_array_equal(first.her2, CZYX[1, 0])
+    np.testing.assert_array_equal(other.her2, second[1, 0])
+    assert other.name == "positions_s02"
+    assert other.metadata["scene"] == 1
     with pytest.raises(ValueError, match=r"positions\.czi: the CZI file holds 2 scenes"):
         read_image(path)
+    with pytest.raises(ValueError, match=r"positions\.czi: no scene 2 \(the file holds 2"):
+        read_image(ImageSource("x", path=path, scene=2))
+    tiff = tmp_path / "plain.tif"
+    tifffile.imwrite(tiff, CZYX[:, 0], photometric="minisblack")
+    with pytest.raises(ValueError, match=r"plain\.tif: scene=0 given, but only CZI"):
+        read_image(ImageSource("plain", path=tiff, scene=0))
+
+
+def test_a_run_over_a_multi_scene_czi_file_analyses_each_scene(tmp_path):
+    fields = [make_field("group2", shape=(320, 320), rng=seed) for seed in (4, 5)]
+    stacks = [
+        np.stack([f.image.channel(c) for c in ("dapi", "her2", "cep17")])[:, None] for f in fields
+    ]
+    path = write_czi(tmp_path / "in" / "S-24-0017.czi", stacks, NAMES_3, (1, 0.1, 0.1))
+    [outcome] = run_batch([path], tmp_path / "out", workers=1)
+    assert outcome.name == "S-24-0017"
+    images = {entry["name"]: entry for entry in outcome.record["images"]}
+    assert {name: entry["scene"] for name, entry in images.items()} == {
+        "S-24-0017_s01": 0,
+        "S-24-0017_s02": 1,
+    }
+    cells = pd.read_csv(tmp_path / "out" / "S-24-0017" / "cells.csv")
+    direct = analyze_image(dataclasses.replace(fields[1].image, name="S-24-0017_s02")).cells
+    mine = cells[cells["image"] == "S-24-0017_s02"].reset_index(drop=True)
+    columns = ["label", "n_her2", "n_cep17", "is_scored"]
+    assert mine[columns].equals(direct[columns].astype(mine[columns].dtypes))
 
 
 def test_corrupt_czi_fails_with_its_name(tmp_path):

@@ -30,6 +30,7 @@ from ishcount.io import (
     IMAGE_SUFFIXES,
     ImageSource,
     field_masks,
+    file_sources,
     read_image,
     read_mask,
     sha256_file,
@@ -89,10 +90,18 @@ def read_image_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
     and the masks named after its field (:func:`ishcount.io.field_masks`) into the labels
     layers the widget offers as nuclei and region of interest."""
     file = _single(path)
-    image = read_image(file)
+    sources = file_sources(file)
+    if len(sources) > 1:
+        warnings.warn(
+            f"{file}: opened the first of its {len(sources)} scenes; 'ishcount run' and a "
+            "result folder take each scene as a field",
+            UserWarning,
+            2,
+        )
+    image = read_image(sources[0])
     masks = {}
     try:  # a bad mask must not keep the image from opening
-        for kind, mask in field_masks(file):
+        for kind, mask in field_masks(file, sources[0].name):
             masks[kind] = read_mask(mask, kind=kind, shape=image.shape[-2:])
     except ValueError as err:
         warnings.warn(f"{err}; the image opens without it", UserWarning, 2)
@@ -196,6 +205,8 @@ def _image_entry(fld: ReviewField, case_dir: Path) -> dict[str, Any]:
         _write_image_copy(fld.image, case_dir / entry["source"][0])
     if fld.image is not None and "channel_mapping" in fld.image.metadata:
         entry["channel_mapping"] = dict(fld.image.metadata["channel_mapping"])
+    if sources and fld.image.metadata.get("scene") is not None:
+        entry["scene"] = fld.image.metadata["scene"]
     if fld.masks:  # nuclei segmented elsewhere, region of interest (ishcount run)
         entry["masks"] = dict(fld.masks)
     entry["lossy"] = fld.lossy
@@ -344,8 +355,13 @@ def _read_table(path: Path, schema: dict[str, str]) -> pd.DataFrame:
 def _load_image(entry: dict[str, Any], case_dir: Path) -> FishImage | None:
     sources = [case_dir / s if not Path(s).is_absolute() else Path(s) for s in entry["source"]]
     try:
-        if len(sources) == 1:
-            return read_image(sources[0], spacing_um=entry["spacing_um"], name=entry["name"])
+        if len(sources) == 1:  # as the run read it: its channels, pixel size and scene
+            return read_image(
+                ImageSource(entry["name"], path=sources[0], scene=entry.get("scene")),
+                channels=entry.get("channel_mapping") or None,
+                spacing_um=entry["spacing_um"],
+                name=entry["name"],
+            )
         pairs = tuple(
             (ch, Path(p)) for ch, p in zip(("dapi", "her2", "cep17"), sources, strict=False)
         )

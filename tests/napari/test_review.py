@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ishcount._napari._io import load_reviewed_case, read_case_layers, write_reviewed_case
+from ishcount._napari._io import (
+    load_reviewed_case,
+    read_case_layers,
+    read_image_layers,
+    write_reviewed_case,
+)
 from ishcount._napari._review import EXCLUDED_BY_REVIEWER, ReviewSession, summary_rows
 from ishcount.analyze import analyze_image
 from ishcount.assign import DEBRIS, assign_spots, count_spots
@@ -213,6 +218,31 @@ def test_a_batch_run_opens_for_review_and_saves_in_the_same_format(tmp_path):
     page = (case_dir / "report.html").read_text()
     assert "exclude nucleus" in page
     assert "qualified pathologist" in page
+
+
+def test_the_scenes_of_a_czi_file_open_for_review_each_as_its_field(tmp_path):
+    pyczi = pytest.importorskip("pylibCZIrw.czi")
+    from ishcount.pipeline import run_batch
+    from ishcount.synthetic import make_field
+
+    fields = [make_field("group2", shape=(256, 256), rng=seed) for seed in (6, 7)]
+    path = tmp_path / "in" / "slide.czi"
+    path.parent.mkdir()
+    with pyczi.create_czi(str(path)) as document:
+        for scene, fld in enumerate(fields):
+            for c, name in enumerate(("dapi", "her2", "cep17")):
+                plane = fld.image.channel(name)[..., None]
+                document.write(data=plane, plane={"C": c, "Z": 0, "T": 0}, scene=scene)
+        names = {0: "DAPI", 1: "HER2", 2: "CEP17"}
+        document.write_metadata(channel_names=names, scale_x=1e-7, scale_y=1e-7)
+    run_batch([path], tmp_path / "out", workers=1)
+    session = load_reviewed_case(tmp_path / "out" / "slide")
+    assert sorted(session.fields) == ["slide_s01", "slide_s02"]
+    for fld, name in zip(fields, ("slide_s01", "slide_s02"), strict=True):
+        np.testing.assert_array_equal(session.field(name).image.her2, fld.image.her2)
+    with pytest.warns(UserWarning, match="opened the first of its 2 scenes"):
+        layers = {kwargs["name"]: data for data, kwargs, _ in read_image_layers(path)}
+    np.testing.assert_array_equal(layers["HER2"], fields[0].image.her2)
 
 
 def test_saturated_signals_are_outlined_apart():
