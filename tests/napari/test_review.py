@@ -245,6 +245,22 @@ def test_the_scenes_of_a_czi_file_open_for_review_each_as_its_field(tmp_path):
     np.testing.assert_array_equal(layers["HER2"], fields[0].image.her2)
 
 
+def test_a_field_read_with_channels_given_to_the_run_opens_for_review(tmp_path):
+    import tifffile
+
+    from ishcount.pipeline import RunOptions, run_batch
+    from ishcount.synthetic import make_field
+
+    fld = make_field("group2", shape=(256, 256), rng=8)
+    stack = np.stack([fld.image.channel(c) for c in ("her2", "cep17", "dapi")])
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "f1.tif", stack, photometric="minisblack")  # no names
+    options = RunOptions(channels={"dapi": 2, "her2": 0, "cep17": 1}, spacing_um=0.1)
+    run_batch([tmp_path / "in"], tmp_path / "out", options=options, workers=1)
+    session = load_reviewed_case(tmp_path / "out" / "in")
+    np.testing.assert_array_equal(session.field("f1").image.dapi, fld.image.dapi)
+
+
 def test_saturated_signals_are_outlined_apart():
     napari = pytest.importorskip("napari")
     from napari.utils.colormaps.standardize_color import transform_color
