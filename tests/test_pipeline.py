@@ -73,6 +73,9 @@ def test_run_writes_every_output_and_leaves_inputs_alone(batch, tmp_path):
         assert "numpy" in record["provenance"]["dependencies"]
         for field in record["fields"]:
             assert (case_dir / "labels" / f"{field['name']}.tif").is_file()
+            outlines = json.loads((case_dir / "labels" / f"{field['name']}.geojson").read_text())
+            nuclei = [f for f in outlines["features"] if f["geometry"]["type"] == "Polygon"]
+            assert len(nuclei) == int((cells["image"] == field["name"]).sum())
             stored = json.loads((case_dir / "fields" / field["name"] / "field.json").read_text())
             keys = {"dapi>her2", "dapi>cep17", "her2>cep17", "cep17>her2"}
             assert set(stored["crosstalk"]) == keys

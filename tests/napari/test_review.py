@@ -210,6 +210,13 @@ def test_a_batch_run_opens_for_review_and_saves_in_the_same_format(tmp_path):
     write_reviewed_case(case_dir, session)
     record = json.loads((case_dir / "case.json").read_text())
     assert record["review"]["reviewed"] is True
+    outlines = json.loads((case_dir / "labels" / f"{name}.geojson").read_text())
+    classes = {
+        f["properties"]["measurements"]["Label"]: f["properties"]["classification"]["name"]
+        for f in outlines["features"]
+        if f["geometry"]["type"] == "Polygon"
+    }
+    assert classes[label] == f"Excluded: {EXCLUDED_BY_REVIEWER}", "QuPath sees the review"
     assert [e["action"] for e in record["review"]["edits"]] == ["exclude nucleus"]
     assert (
         record["summary"]["counts"]["n_nuclei"]
