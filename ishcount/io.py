@@ -1707,8 +1707,8 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
 
 
-def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int | None = 2) -> Path:
-    """Write ``obj`` as UTF-8 JSON atomically, indented by ``indent`` (None: compact).
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON atomically.
 
     Parameters
     ----------
@@ -1717,8 +1717,6 @@ def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int | None = 2
         are converted. NaN and infinities become ``null`` (JSON has no such numbers).
     path : path
         Destination file.
-    indent : int or None
-        Spaces per level; None writes one line (for long coordinate lists such as GeoJSON).
 
     Returns
     -------
@@ -1737,7 +1735,7 @@ def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int | None = 2
     >>> json.loads(write_json({"ratio": np.float64(2.5), "ci": float("nan")}, path).read_text())
     {'ratio': 2.5, 'ci': None}
     """
-    text = json.dumps(jsonable(obj), indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json.dumps(jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

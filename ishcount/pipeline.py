@@ -52,7 +52,7 @@ from ishcount.io import (
     write_labels,
     write_table,
 )
-from ishcount.qupath import qupath_features
+from ishcount.qupath import write_qupath
 from ishcount.report import case_record, field_figures, provenance, write_case_report
 from ishcount.rules import classify, parse_ihc
 from ishcount.score import score_case
@@ -461,8 +461,8 @@ def _write_field(
         write_labels(roi.astype(np.uint8), roi_path, spacing_um=lateral)
     else:  # a region from an earlier run of this field no longer applies
         roi_path.unlink(missing_ok=True)
-    outlines = qupath_features(result.labels, result.cells, result.spots)  # for QuPath
-    write_json(outlines, case_dir / "labels" / f"{result.name}.geojson", indent=None)
+    qupath = case_dir / "labels" / f"{result.name}.geojson"
+    write_qupath(result.labels, result.cells, result.spots, qupath)
     figures = field_figures(image, result.labels, result.cells, roi)
     write_json(figures, field_dir / "figures.json")
 

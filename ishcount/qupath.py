@@ -12,6 +12,9 @@ exports), so outlines corrected in QuPath can be given to a new run as
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,9 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage.measure import find_contours
 
-__all__ = ["nucleus_outlines", "qupath_features"]
+from ishcount.io import atomic_write
+
+__all__ = ["nucleus_outlines", "qupath_features", "write_qupath"]
 
 #: Colours (RGB) of the classifications: scored nuclei white, excluded amber, as in the report.
 SCORED_COLOUR = (255, 255, 255)
@@ -134,6 +139,23 @@ def qupath_features(
     if spots is not None:
         features += _signal_features(spots)
     return {"type": "FeatureCollection", "features": features}
+
+
+def write_qupath(
+    labels: np.ndarray,
+    cells: pd.DataFrame,
+    spots: pd.DataFrame | None,
+    path: str | os.PathLike[str],
+) -> Path:
+    """Write :func:`qupath_features` to ``path`` atomically, as one line of JSON.
+
+    Returns
+    -------
+    pathlib.Path
+        The destination path.
+    """
+    text = json.dumps(qupath_features(labels, cells, spots), separators=(",", ":"))
+    return atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
 def _signal_features(spots: pd.DataFrame) -> list[dict[str, Any]]:

@@ -34,11 +34,10 @@ from ishcount.io import (
     read_image,
     read_mask,
     sha256_file,
-    write_json,
     write_labels,
     write_table,
 )
-from ishcount.qupath import qupath_features
+from ishcount.qupath import write_qupath
 from ishcount.synthetic import make_field
 from ishcount.tables import CELL_SCHEMA, SPOT_SCHEMA, conform
 
@@ -296,8 +295,8 @@ def write_case_files(
         )
         if fld.roi is not None:
             write_labels(fld.roi.astype(np.uint8), case_dir / "labels" / f"{fld.name}.roi.tif")
-        outlines = qupath_features(fld.labels, fld.cells, fld.spots)  # the reviewed counts
-        write_json(outlines, case_dir / "labels" / f"{fld.name}.geojson", indent=None)
+        qupath = case_dir / "labels" / f"{fld.name}.geojson"  # the reviewed counts
+        write_qupath(fld.labels, fld.cells, fld.spots, qupath)
         if fld.image is not None:
             figures[fld.name] = report.field_figures(fld.image, fld.labels, fld.cells, fld.roi)
     write_table(session.cells, case_dir / "cells.csv")
