@@ -24,6 +24,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from ishcount import RESEARCH_USE_NOTICE, __version__
 from ishcount.rules import DEFAULT_RULE_SET, RULE_SETS, Classification, Counts, classify
@@ -109,6 +111,12 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--workers", type=int, help="local worker processes (default: CPUs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the cases and fields (files, scenes, masks, IHC) that would be analysed, "
+        "and stop",
+    )
     parser.set_defaults(handler=_run_run)
 
 
@@ -217,7 +225,13 @@ def _run_rules(args: argparse.Namespace) -> int:
 def _run_run(args: argparse.Namespace) -> int:
     from ishcount.config import load_pipeline
     from ishcount.io import parse_channels, parse_spacing_um
-    from ishcount.pipeline import RunOptions, discover_cases, read_ihc_table, run_batch
+    from ishcount.pipeline import (
+        RunOptions,
+        check_output_folder,
+        discover_cases,
+        read_ihc_table,
+        run_batch,
+    )
     from ishcount.rules import parse_ihc
 
     if args.workers is not None and args.workers < 1:
@@ -230,8 +244,12 @@ def _run_run(args: argparse.Namespace) -> int:
         ihc_by_case=read_ihc_table(args.ihc_table) if args.ihc_table else None,
         seed=args.seed,
     )
-    total = sum(len(case.sources) for case in discover_cases(args.inputs, config=config))
-    progress = _Progress(total)
+    cases = discover_cases(args.inputs, config=config)
+    if args.dry_run:
+        check_output_folder(Path(args.out), cases)
+        print(format_cases(cases, options))
+        return EXIT_OK
+    progress = _Progress(sum(len(case.sources) for case in cases))
     outcomes = run_batch(
         args.inputs,
         args.out,
@@ -252,6 +270,37 @@ def _run_run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED_IMAGES
     return EXIT_OK
+
+
+def format_cases(cases: Sequence[Any], options: Any) -> str:
+    """What ``ishcount run --dry-run`` prints: each case with its IHC score and fields.
+
+    Parameters
+    ----------
+    cases : sequence of ishcount.pipeline.Case
+        From :func:`ishcount.pipeline.discover_cases`.
+    options : ishcount.pipeline.RunOptions
+        For each case's IHC score.
+
+    Returns
+    -------
+    str
+        One line per case, one indented line per field (its files, scene and masks), and
+        a closing count.
+    """
+    lines = []
+    for case in cases:
+        ihc = options.ihc_of(case.name)
+        lines.append(f"{case.name}: {len(case.sources)} field(s), IHC {ihc or 'not given'}")
+        for source in case.sources:
+            files = ", ".join(path.name for path in source.paths)
+            scene = "" if source.scene is None else f" (scene {source.scene + 1})"
+            masks = "".join(f"; {kind}: {path.name}" for kind, path in source.masks)
+            missing = "".join(f"; no {channel} file" for channel in source.missing_channels)
+            lines.append(f"  {source.name}: {files}{scene}{masks}{missing}")
+    n_fields = sum(len(case.sources) for case in cases)
+    lines.append(f"{len(cases)} case(s), {n_fields} field(s); nothing was analysed (--dry-run).")
+    return "\n".join(lines)
 
 
 class _Progress:

@@ -146,6 +146,37 @@ def test_ihc_table_gives_each_case_its_score_without_recomputing(batch, tmp_path
     assert summary.set_index("case")["ihc"].to_dict() == {"group1": "1+", "group5": "2+"}
 
 
+def test_dry_run_lists_cases_fields_masks_and_ihc_without_analysing(batch, tmp_path, capsys):
+    folder = tmp_path / "in"
+    for case in ("group1", "group5"):
+        (folder / case).mkdir(parents=True)
+        for path in (batch / case).iterdir():
+            (folder / case / path.name).write_bytes(path.read_bytes())
+    first = sorted(p.name for p in (folder / "group5").glob("*.ome.tif"))[0]
+    field = first.removesuffix(".ome.tif")
+    (folder / "group5" / f"{field}.roi.png").write_bytes(b"")
+    table = tmp_path / "ihc.csv"
+    table.write_text("case,ihc\ngroup5,2+\n")
+    args = [
+        "run",
+        str(folder),
+        "--out",
+        str(tmp_path / "out"),
+        "--dry-run",
+        "--ihc-table",
+        str(table),
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "group1: 2 field(s), IHC not given"
+    assert "group5: 2 field(s), IHC 2+" in printed
+    assert f"  {field}: {first}; roi: {field}.roi.png" in printed
+    assert printed[-1] == "2 case(s), 4 field(s); nothing was analysed (--dry-run)."
+    assert not (tmp_path / "out").exists()
+    inside = ["run", str(folder), "--out", str(folder / "group1" / "out"), "--dry-run"]
+    assert main(inside) == 2, "an output folder inside an input is refused before a run too"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
