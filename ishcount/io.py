@@ -644,8 +644,8 @@ def read_image(
     Parameters
     ----------
     source : path or ImageSource
-        A TIFF/OME-TIFF/ImageJ/PNG/JPEG file, or a source from :func:`find_images`
-        (a one-file-per-channel group reads into one image).
+        A TIFF/OME-TIFF/ImageJ/PNG/JPEG/CZI file, or a source from :func:`find_images`
+        (a one-file-per-channel group reads into one image; a scene of a CZI file).
     channels : mapping of str to int, optional
         Channel index of ``dapi``, ``her2`` and (dual probe) ``cep17`` in the file, e.g. from
         :func:`parse_channels`. Overrides metadata names and the RGB convention. Not used for
@@ -675,7 +675,9 @@ def read_image(
         Channels of shape ``(Y, X)`` or ``(Z, Y, X)`` in the stored dtype, with ``metadata``
         holding ``source`` (list of file paths), ``format``, ``axes`` (as stored),
         ``channel_names`` (from metadata), ``channel_mapping`` and ``channel_mapping_source``,
-        ``spacing_source`` (axis letter to where its size came from) and ``lazy``.
+        ``spacing_source`` (axis letter to where its size came from), ``lazy``, ``lossy``
+        (how the file lost detail, "" when it did not) and ``scene`` (None but for a scene
+        of a CZI file).
 
     Raises
     ------
