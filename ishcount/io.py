@@ -11,7 +11,10 @@ Readers
 * RGB composites exported by microscope software (PNG, JPEG, RGB TIFF), read with
   the convention blue = DAPI, red/orange = HER2, green = CEP17;
 * Zeiss CZI files (ZEN), with channel names and pixel size from their metadata, through the
-  optional ``pylibCZIrw`` package (``pip install 'ishcount[czi]'``).
+  optional ``pylibCZIrw`` package (``pip install 'ishcount[czi]'``);
+* OME-Zarr folders (NGFF 0.4 and 0.5, as bioformats2raw and ome-zarr write them): the full
+  resolution level, channel labels and pixel size, through the optional ``zarr`` package
+  (``pip install 'ishcount[zarr]'``).
 
 Channel mapping and pixel size come from the file's metadata where present, else from the
 caller (pipeline file or command line). When neither says, the error says exactly what to
@@ -79,6 +82,7 @@ __all__ = [
     "atomic_write",
     "field_masks",
     "find_images",
+    "is_image_file",
     "match_channel_names",
     "parse_channels",
     "parse_spacing_um",
@@ -100,7 +104,11 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".jpeg",
     ".jpg",
     ".czi",
+    ".ome.zarr",
+    ".zarr",
 )
+#: Image "files" that are folders (a Zarr store).
+_FOLDER_SUFFIXES = (".zarr",)
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _RASTER_CODECS = {".png": "png", ".jpg": "jpeg8", ".jpeg": "jpeg8"}
 
@@ -180,7 +188,9 @@ _UNIT_TO_UM = {
     "mm": 1e3,
     "millimeter": 1e3,
     "cm": 1e4,
+    "centimeter": 1e4,
     "m": 1e6,
+    "meter": 1e6,
 }
 
 
@@ -574,13 +584,26 @@ def _with_masks(source: ImageSource, masks: dict[str, dict[str, Path]]) -> Image
     return dataclasses.replace(source, masks=tuple(sorted(found.items())))
 
 
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True for a path :func:`read_image` takes as one image: a file of an
+    :data:`IMAGE_SUFFIXES` type, or an OME-Zarr folder; not hidden files, ground truth or
+    ishcount's own outputs.
+
+    Examples
+    --------
+    >>> is_image_file("no/such/field.ome.tif")
+    False
+    """
+    return _is_candidate(Path(path))
+
+
 def _is_candidate(path: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
     name = path.name.lower()
     return (
         not name.startswith(".")
         and name.endswith(suffixes)
         and not any(part in name for part in _IGNORED_NAME_PARTS)
-        and path.is_file()
+        and (path.is_dir() if name.endswith(_FOLDER_SUFFIXES) else path.is_file())
     )
 
 
@@ -940,6 +963,10 @@ def _check_file(path: Path) -> str:
         raise ValueError(
             f"{path}: unsupported file type {suffix!r}; expected one of {IMAGE_SUFFIXES}"
         )
+    if suffix in _FOLDER_SUFFIXES or suffix == ".ome.zarr":
+        if not path.is_dir():
+            raise ValueError(f"{path}: no such Zarr folder")
+        return ".zarr"
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -955,6 +982,8 @@ def _read_data(
         return _read_raster(path, _RASTER_CODECS[suffix], lazy=bool(lazy))
     if suffix == ".czi":
         return _read_czi(path, scene)
+    if suffix == ".zarr":
+        return _read_ome_zarr(path, lazy=lazy)
     if lazy is None:
         lazy = path.stat().st_size > LAZY_THRESHOLD_BYTES
     return _read_tiff(path, lazy=lazy)
@@ -1243,6 +1272,73 @@ def _czi_metadata(xml: str) -> tuple[list[str] | None, dict[str, float]]:
         if axis in ("x", "y", "z") and size is not None:
             spacing[axis] = size
     return (names if any(names) else None), spacing
+
+
+#: OME-Zarr axis names and the axis letters ishcount reads.
+_ZARR_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
+
+
+def _read_ome_zarr(path: Path, *, lazy: bool | None) -> tuple[_Raw, Any, str]:
+    """The full-resolution level of an OME-Zarr image (NGFF 0.4 or 0.5), with its channel
+    labels (``omero``) and the pixel size of its scale transformations and axis units."""
+    try:
+        import zarr
+    except ImportError:
+        raise ValueError(
+            f"{path}: reading OME-Zarr needs the zarr package (pip install 'ishcount[zarr]')"
+        ) from None
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attributes = dict(group.attrs)
+        ome = attributes.get("ome", attributes)  # NGFF 0.5 nests its metadata under "ome"
+        if "bioformats2raw.layout" in ome and "multiscales" not in ome:
+            # bioformats2raw's layout: one image group per series, "0", "1", ...
+            series = sorted(name for name in group.group_keys() if name.isdigit())
+            if len(series) != 1:
+                raise ValueError(f"{len(series)} series; ishcount reads one image per folder")
+            group = group[series[0]]
+            attributes = dict(group.attrs)
+            ome = attributes.get("ome", attributes)
+        multiscale = (ome.get("multiscales") or [None])[0]
+        if not isinstance(multiscale, dict) or not multiscale.get("datasets"):
+            raise ValueError("no OME-Zarr 'multiscales' metadata (is it an image group?)")
+        dataset = multiscale["datasets"][0]
+        array = group[dataset["path"]]
+        axes = [a if isinstance(a, str) else a.get("name", "") for a in multiscale["axes"]]
+        units = [None if isinstance(a, str) else a.get("unit") for a in multiscale["axes"]]
+        stored = "".join(_ZARR_AXES.get(name.lower(), "?") for name in axes)
+        if "?" in stored or len(stored) != array.ndim:
+            raise ValueError(f"axes {axes} for an array of shape {array.shape}")
+        scale = np.ones(len(axes))
+        for transforms in (
+            dataset.get("coordinateTransformations"),
+            multiscale.get("coordinateTransformations"),
+        ):
+            for transform in transforms or []:
+                if transform.get("type") == "scale":
+                    scale = scale * np.asarray(transform["scale"], dtype=float)
+        channels = (ome.get("omero") or {}).get("channels") or []
+        names = [str(channel.get("label", "")) for channel in channels]
+        if lazy is None:
+            lazy = array.nbytes > LAZY_THRESHOLD_BYTES
+        if lazy:
+            import dask.array as da
+
+            data = da.from_zarr(array)
+        else:
+            data = np.asarray(array[...])
+    except Exception as exc:  # zarr raises many types on a store it cannot read
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: cannot read as OME-Zarr: {detail}") from exc
+    spacing = {}
+    for letter, size, unit in zip(stored, scale, units, strict=True):
+        value = _length_in_um(size, unit or "micrometer") if letter in "ZYX" else None
+        if value is not None:
+            spacing[letter.lower()] = value
+    n_channels = data.shape[stored.index("C")] if "C" in stored else 1
+    names = names if any(names) and len(names) == n_channels else None
+    raw = _Raw([], stored, "ome-zarr", names, spacing, "OME-Zarr metadata", lazy=bool(lazy))
+    return raw, data, stored
 
 
 #: TIFF compressions that lose detail (the JPEG family), and those that may (their tag does
@@ -1844,7 +1940,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     Parameters
     ----------
     path : path
-        An existing file.
+        An existing file, or a Zarr folder (the digest of its files' paths and bytes).
 
     Returns
     -------
@@ -1867,10 +1963,17 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     import hashlib
 
     target = Path(path)
-    if not target.is_file():
+    if target.is_dir() and target.name.lower().endswith(_FOLDER_SUFFIXES):
+        files = sorted(p for p in target.rglob("*") if p.is_file())
+    elif target.is_file():
+        files = [target]
+    else:
         raise ValueError(f"{target}: no such file")
     digest = hashlib.sha256()
-    with open(target, "rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            digest.update(block)
+    for file in files:
+        if file != target:  # a Zarr folder: each file's place in it counts too
+            digest.update(file.relative_to(target).as_posix().encode() + b"\0")
+        with open(file, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(2**20), b""):
+                digest.update(block)
     return digest.hexdigest()

@@ -45,6 +45,7 @@ from ishcount.io import (
     field_masks,
     file_sources,
     find_images,
+    is_image_file,
     read_image,
     read_mask,
     sha256_file,
@@ -256,7 +257,7 @@ def discover_cases(
     cases: list[Case] = []
     for item in inputs:
         path = Path(item)
-        if path.is_file():
+        if path.is_file() or is_image_file(path):  # an OME-Zarr image is a folder
             sources = tuple(
                 replace(source, masks=field_masks(path, source.name))
                 for source in file_sources(path)

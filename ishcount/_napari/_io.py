@@ -27,10 +27,10 @@ from ishcount.analyze import AnalysisParams
 from ishcount.assign import CountParams
 from ishcount.image import FishImage
 from ishcount.io import (
-    IMAGE_SUFFIXES,
     ImageSource,
     field_masks,
     file_sources,
+    is_image_file,
     read_image,
     read_mask,
     sha256_file,
@@ -77,7 +77,7 @@ def napari_get_reader(path: PathLike | list[PathLike]) -> Callable[[Any], list[L
     path = Path(path)
     if is_case_folder(path):
         return read_case_layers
-    if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
+    if is_image_file(path):
         return read_image_layers
     return None
 
