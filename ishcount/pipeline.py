@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import tifffile
 
 from ishcount import __version__
 from ishcount.analyze import ImageResult, analyze_image, input_facts
@@ -326,6 +327,7 @@ def process_field(
     key = _field_key(files, config, options)
     previous = _read_record(field_dir / FIELD_RECORD)
     if previous.get("key") == key and previous.get("status") == "done":
+        _add_missing_qupath(field_dir, case_dir, source.name)
         return FieldRecord(
             case,
             source.name,
@@ -389,6 +391,18 @@ def process_field(
         field_dir / FIELD_RECORD,
     )
     return record
+
+
+def _add_missing_qupath(field_dir: Path, case_dir: Path, name: str) -> None:
+    """Write a finished field's QuPath GeoJSON from its stored results when a run of an
+    ishcount that did not write it left it out."""
+    target = case_dir / "labels" / f"{name}.geojson"
+    labels_path = case_dir / "labels" / f"{name}.tif"
+    if target.exists() or not labels_path.is_file():
+        return
+    cells = pd.read_csv(field_dir / "cells.csv", keep_default_na=False)
+    spots = pd.read_csv(field_dir / "spots.csv", keep_default_na=False)
+    write_qupath(tifffile.imread(labels_path), cells, spots, target)
 
 
 def _field_key(files: dict[str, str], config: PipelineConfig, options: RunOptions) -> dict:

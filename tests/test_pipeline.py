@@ -196,6 +196,19 @@ def test_a_wrong_ihc_table_is_refused_with_its_line(batch, tmp_path, capsys, tex
     assert not (tmp_path / "out").exists(), "nothing is run on a wrong table"
 
 
+def test_a_resumed_field_gets_the_qupath_file_an_older_run_left_out(batch, tmp_path):
+    out = tmp_path / "out"
+    run_batch([batch / "group5"], out, workers=1)
+    written = sorted((out / "group5" / "labels").glob("*.geojson"))
+    assert len(written) == 2
+    first = written[0].read_text()
+    written[0].unlink()  # as a run of an ishcount without the QuPath output left it
+    seen = []
+    run_batch([batch / "group5"], out, workers=1, on_field=seen.append)
+    assert {r.status for r in seen} == {"resumed"}
+    assert json.loads(written[0].read_text()) == json.loads(first)
+
+
 def test_changed_parameters_are_recomputed(batch, tmp_path):
     out = tmp_path / "out"
     run_batch([batch / "group5"], out, workers=1)
