@@ -116,8 +116,7 @@ def qupath_features(
         name = "Scored" if scored else f"Excluded: {row.exclusion_reason or 'by reviewer'}"
         features.append(
             {
-                "type": "Feature",
-                "id": f"nucleus-{int(row.label)}",
+                "type": "Feature",  # no "id": QuPath takes it for a UUID, and makes its own
                 "geometry": {"type": "Polygon", "coordinates": [ring.tolist()]},
                 "properties": {
                     "objectType": "detection",
@@ -174,7 +173,6 @@ def _signal_features(spots: pd.DataFrame) -> list[dict[str, Any]]:
             out.append(
                 {
                     "type": "Feature",
-                    "id": f"{channel}-{kind}",
                     "geometry": {"type": "MultiPoint", "coordinates": points.tolist()},
                     "properties": {
                         "objectType": "annotation",

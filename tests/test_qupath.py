@@ -34,7 +34,11 @@ def test_outlines_read_back_as_the_same_nuclei(analysed, tmp_path):
 def test_nuclei_carry_their_counts_and_why_they_were_not_scored(analysed):
     _, result = analysed
     features = qupath_features(result.labels, result.cells, result.spots)["features"]
-    nuclei = {f["properties"]["measurements"]["Label"]: f for f in features if f["id"][0] == "n"}
+    nuclei = {
+        f["properties"]["measurements"]["Label"]: f
+        for f in features
+        if f["geometry"]["type"] == "Polygon"
+    }
     assert len(nuclei) == len(result.cells)
     for row in result.cells.itertuples():
         properties = nuclei[row.label]["properties"]
@@ -49,15 +53,17 @@ def test_nuclei_carry_their_counts_and_why_they_were_not_scored(analysed):
 def test_signals_are_points_per_probe_with_cluster_copies(analysed):
     _, result = analysed
     features = qupath_features(result.labels, result.cells, result.spots)["features"]
-    points = {f["id"]: f for f in features if f["geometry"]["type"] == "MultiPoint"}
+    points = {f["properties"]["name"]: f for f in features if f["geometry"]["type"] == "MultiPoint"}
+    assert all("id" not in f for f in features), "QuPath makes its own ids"
     spots = result.spots
     for channel in ("her2", "cep17"):
         singles = spots[(spots["channel"] == channel) & ~spots["is_cluster"]]
-        coordinates = np.asarray(points[f"{channel}-signals"]["geometry"]["coordinates"])
+        name = {"her2": "HER2", "cep17": "CEP17"}[channel]
+        coordinates = np.asarray(points[f"{name} signals"]["geometry"]["coordinates"])
         np.testing.assert_allclose(coordinates, singles[["x", "y"]].to_numpy() + 0.5, atol=0.01)
     clusters = spots[(spots["channel"] == "her2") & spots["is_cluster"]]
     assert len(clusters) > 0
-    cluster_feature = points["her2-clusters"]["properties"]["measurements"]
+    cluster_feature = points["HER2 clusters"]["properties"]["measurements"]
     assert cluster_feature["Copies"] == int(clusters["copies"].sum())
 
 
