@@ -186,6 +186,10 @@ class ImageResult:
         maximum), ``hot_pixels`` (replaced before detection, :func:`ishcount.spots.hot_pixels`)
         and ``shift_px`` (the channel's shift against DAPI that was undone, ``[dy, dx]``;
         None when none was measured or registration is off).
+    dapi_clipped : float
+        Share of the nuclear area (labels > 0) where DAPI reached the camera's maximum
+        (:func:`ishcount.spots.clipped_mask`, in any plane of a z-stack): over-exposed
+        nuclei, whose DAPI no longer measures its bleed-through into the probes.
     """
 
     name: str
@@ -197,6 +201,7 @@ class ImageResult:
     seconds: Mapping[str, float] = field(default_factory=dict)
     crosstalk: Mapping[str, float] = field(default_factory=dict)
     detection: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    dapi_clipped: float = 0.0
 
 
 class _CorrectedStack:
@@ -218,6 +223,22 @@ class _CorrectedStack:
             for name, array in self._channels.items()
         }
         return weighted_sum(picked, self._weights)
+
+
+def clipped_share(dapi: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the labelled (nuclear) area where ``dapi`` reached the camera's maximum.
+
+    Examples
+    --------
+    >>> dapi = np.full((4, 4), 900, np.uint16); dapi[0, :2] = 4095
+    >>> labels = np.zeros((4, 4), int); labels[:2] = 1
+    >>> clipped_share(dapi, labels)
+    0.25
+    """
+    inside = np.asarray(labels) > 0
+    if not inside.any():
+        return 0.0
+    return float(np.count_nonzero(clipped_mask(dapi)[inside]) / np.count_nonzero(inside))
 
 
 def input_facts(detection: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -662,4 +683,5 @@ def analyze_image(
         seconds=freeze(seconds),
         crosstalk=freeze(crosstalk),
         detection=freeze(detection),
+        dapi_clipped=clipped_share(acquired["dapi"], labels),
     )

@@ -384,6 +384,7 @@ def process_field(
             "spacing_um": list(record.spacing_um),
             "channel_mapping": record.channel_mapping,
             "lossy": image.metadata.get("lossy", ""),
+            "dapi_clipped": round(result.dapi_clipped, 4),
             "seconds": dict(result.seconds),
             "crosstalk": dict(result.crosstalk),
             "detection": {channel: dict(found) for channel, found in result.detection.items()},
@@ -510,6 +511,7 @@ def finish_case(
         signal_sigma_um=[size for fact in facts.values() for size in fact["signal_sigma_um"]],
         lossy_inputs={name: fact["lossy"] for name, fact in facts.items() if fact["lossy"]},
         ridge_maxima={name: fact["ridge_maxima"] for name, fact in facts.items()},
+        dapi_clipped={name: fact["dapi_clipped"] for name, fact in facts.items()},
     )
     ihc = options.ihc_of(case.name)
     result = classify(summary, rule_set=config.rule_set, ihc=ihc)
@@ -536,10 +538,12 @@ def finish_case(
 
 def _input_facts(field_record: Path) -> dict[str, Any]:
     """What a field's record says about its input: how the file was compressed with loss
-    ("" when it was not), and :func:`ishcount.analyze.input_facts` of its detection."""
+    ("" when it was not), the share of its nuclear area with clipped DAPI, and
+    :func:`ishcount.analyze.input_facts` of its detection."""
     document = _read_record(field_record)
     facts = input_facts(document.get("detection") or {})
-    return {"lossy": str(document.get("lossy") or ""), **facts}
+    lossy = str(document.get("lossy") or "")
+    return {"lossy": lossy, "dapi_clipped": float(document.get("dapi_clipped") or 0.0), **facts}
 
 
 def _concat(texts: Sequence[bytes], schema: dict[str, str]) -> pd.DataFrame:

@@ -53,6 +53,10 @@ MIN_SIGNAL_SIGMA_UM = 0.073
 #: A field whose detection set aside this many maxima on lines in a channel shows
 #: autofluorescent fibres (synthetic presets: 0-3 per 2048 field; 25 fibres: 515-1886).
 MIN_RIDGE_MAXIMA = 50
+#: A field whose DAPI reached the camera's maximum over this share of its nuclear area is
+#: over-exposed (a group2 field with half of it clipped: ratio 4.0% to 9.0% off, the DAPI
+#: bleed-through measured 3.5 times too high; with a fifth clipped, 3.8%).
+MAX_CLIPPED_DAPI = 0.2
 #: What lossy compression did to the counts in ``benchmarks/composites.py`` (quoted in notes).
 LOSSY_EFFECT = (
     "On synthetic 8-bit composites (10 fields) JPEG at quality 85 with 4:2:0 chroma moved the "
@@ -587,6 +591,39 @@ def fibre_notes(ridge_maxima: Mapping[str, int]) -> tuple[str, ...]:
     )
 
 
+def clipped_dapi_notes(dapi_clipped: Mapping[str, float]) -> tuple[str, ...]:
+    """A note naming the fields whose DAPI is over-exposed.
+
+    Parameters
+    ----------
+    dapi_clipped : mapping of str to float
+        Field name to the share of its nuclear area where DAPI reached the camera's
+        maximum (``ImageResult.dapi_clipped``).
+
+    Returns
+    -------
+    tuple of str
+        One note, or none when no field is over :data:`MAX_CLIPPED_DAPI`.
+
+    Examples
+    --------
+    >>> clipped_dapi_notes({"f1": 0.46, "f2": 0.01})[0].split(":")[0]
+    '1 field has over-exposed DAPI (f1, 46% of the nuclear area clipped)'
+    """
+    fields = {name: share for name, share in dapi_clipped.items() if share > MAX_CLIPPED_DAPI}
+    if not fields:
+        return ()
+    listed = ", ".join(
+        f"{name}, {share:.0%} of the nuclear area clipped" for name, share in sorted(fields.items())
+    )
+    counted = "1 field has" if len(fields) == 1 else f"{len(fields)} fields have"
+    return (
+        f"{counted} over-exposed DAPI ({listed}): where DAPI is clipped its bleed-through "
+        "into the probes cannot be measured, and false CEP17 and HER2 signals can follow. "
+        "Acquire DAPI below the camera's maximum.",
+    )
+
+
 def _population_notes(summary: CaseSummary) -> list[str]:
     amp, rest = summary.amplified_population, summary.rest_population
     notes = [
@@ -620,6 +657,7 @@ def score_case(
     signal_sigma_um: Sequence[float] = (),
     lossy_inputs: Mapping[str, str] | None = None,
     ridge_maxima: Mapping[str, int] | None = None,
+    dapi_clipped: Mapping[str, float] | None = None,
 ) -> CaseSummary:
     """Summarise the scored nuclei of one case.
 
@@ -646,6 +684,8 @@ def score_case(
         How each field's file was compressed with loss, for :func:`lossy_input_notes`.
     ridge_maxima : mapping of str to int, optional
         Maxima on lines each field's detection set aside, for :func:`fibre_notes`.
+    dapi_clipped : mapping of str to float, optional
+        Each field's share of nuclear area with clipped DAPI, for :func:`clipped_dapi_notes`.
 
     Returns
     -------
@@ -671,8 +711,8 @@ def score_case(
     camera's maximum (limit 10%, a project convention), scorable nuclei among those away
     from the image edge (limit 50%, a project convention). Notes ask to check the pixel size
     when nuclei or signals do not fit it (:func:`pixel_size_notes`), and name the fields
-    read from lossy files (:func:`lossy_input_notes`) and those with autofluorescent fibres
-    (:func:`fibre_notes`).
+    read from lossy files (:func:`lossy_input_notes`), those with autofluorescent fibres
+    (:func:`fibre_notes`) and those with over-exposed DAPI (:func:`clipped_dapi_notes`).
 
     References
     ----------
@@ -715,4 +755,5 @@ def score_case(
     )
     notes = _notes(summary) + pixel_size_notes(cells, signal_sigma_um=signal_sigma_um)
     notes += lossy_input_notes(lossy_inputs or {}) + fibre_notes(ridge_maxima or {})
+    notes += clipped_dapi_notes(dapi_clipped or {})
     return replace(summary, notes=notes)

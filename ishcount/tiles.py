@@ -144,6 +144,7 @@ def analyze_tiled(
     start = time.perf_counter()
     joined = _labels_array(labels_out, image.shape[-2:])
     cells, spots, crosstalk, detection = [], [], [], []
+    nuclear_area = clipped_area = 0  # pixels, over the tiles (overlaps counted in each)
     next_label = 1
     masks = {"labels": labels, "roi": roi}
     for tile, result in _analyse_tiles(image, tiles, params, workers, masks):
@@ -153,6 +154,9 @@ def analyze_tiled(
         spots.append(kept_spots)
         crosstalk.append(result.crosstalk)
         detection.append(result.detection)
+        tile_area = int(np.count_nonzero(result.labels))
+        nuclear_area += tile_area
+        clipped_area += result.dapi_clipped * tile_area
     cells_table = _join(cells, CELL_SCHEMA)
     spot_table = _join(spots, SPOT_SCHEMA)
     spot_table = _drop_duplicates_outside(spot_table, joined)
@@ -178,6 +182,7 @@ def analyze_tiled(
                 for channel in (detection[0] if detection else {})
             }
         ),
+        dapi_clipped=clipped_area / nuclear_area if nuclear_area else 0.0,
     )
 
 

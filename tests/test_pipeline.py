@@ -288,6 +288,23 @@ def test_a_field_with_autofluorescent_fibres_is_named(tmp_path):
     assert note.startswith(f"1 field shows autofluorescent fibres ({first.image.name}, ")
 
 
+def test_a_field_with_over_exposed_dapi_is_named(tmp_path):
+    case = make_case("group2", n_fields=2, shape=(512, 512), rng=4)
+    first = case.fields[0]
+    dapi = np.asarray(first.image.dapi, float)
+    level = np.percentile(dapi[first.nuclei > 0], 50)  # a 12-bit camera clips half the nuclei
+    bright = np.minimum(dapi * 4095 / level, 4095).astype(np.uint16)
+    over = dataclasses.replace(first, image=dataclasses.replace(first.image, dapi=bright))
+    case = dataclasses.replace(case, fields=(over, *case.fields[1:]))
+    write_case(case, tmp_path / "in" / "bright")
+    outcome = run_batch([tmp_path / "in" / "bright"], tmp_path / "out", workers=1)[0]
+    shares = {image["name"]: image["dapi_clipped"] for image in outcome.record["images"]}
+    assert shares[first.image.name] == pytest.approx(0.5, abs=0.1)
+    assert shares[case.fields[1].image.name] == 0.0
+    (note,) = [n for n in outcome.record["summary"]["notes"] if "over-exposed" in n]
+    assert note.startswith(f"1 field has over-exposed DAPI ({first.image.name}, ")
+
+
 def test_images_over_the_tile_size_run_in_tiles_with_labels_on_disk(batch, tmp_path):
     tiled_config = parse_pipeline({"name": "tiled", "image": {"tile_size": 256}})
     whole = run_batch([batch / "group5"], tmp_path / "whole", workers=1)[0]

@@ -217,6 +217,7 @@ def _image_entry(fld: ReviewField, case_dir: Path) -> dict[str, Any]:
         for channel, shift in fld.probe_shift_px.items()
     }
     entry["ridge_maxima"] = fld.ridge_maxima
+    entry["dapi_clipped"] = fld.dapi_clipped
     return entry
 
 

@@ -125,6 +125,8 @@ class ReviewField:
         Per probe channel, the shift against DAPI that the analysis undid (pixels).
     ridge_maxima : int
         Maxima on lines (autofluorescent fibres) the field's detection set aside.
+    dapi_clipped : float
+        Share of the field's nuclear area where DAPI reached the camera's maximum.
     """
 
     name: str
@@ -139,6 +141,7 @@ class ReviewField:
     signal_sigma_um: tuple[float | None, ...] = ()
     probe_shift_px: dict[str, tuple[int, int] | None] = field(default_factory=dict)
     ridge_maxima: int = 0
+    dapi_clipped: float = 0.0
 
     @property
     def ndim(self) -> int:
@@ -165,15 +168,16 @@ def _check_copies(copies: Any) -> int:
 
 
 def field_facts(lossy: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
-    """The :class:`ReviewField` keywords ``lossy``, ``signal_sigma_um``, ``probe_shift_px``
-    and ``ridge_maxima`` from :func:`ishcount.analyze.input_facts` (or a ``case.json`` image
-    entry)."""
+    """The :class:`ReviewField` keywords ``lossy``, ``signal_sigma_um``, ``probe_shift_px``,
+    ``ridge_maxima`` and ``dapi_clipped`` from :func:`ishcount.analyze.input_facts` and
+    ``ImageResult.dapi_clipped`` (or a ``case.json`` image entry)."""
     shifts = facts.get("probe_shift_px") or {}
     return {
         "lossy": str(lossy or ""),
         "signal_sigma_um": tuple(facts.get("signal_sigma_um") or ()),
         "probe_shift_px": {c: None if v is None else tuple(v) for c, v in shifts.items()},
         "ridge_maxima": int(facts.get("ridge_maxima") or 0),
+        "dapi_clipped": float(facts.get("dapi_clipped") or 0.0),
     }
 
 
@@ -288,7 +292,7 @@ class ReviewSession:
                 roi,
                 **field_facts(
                     image.metadata.get("lossy") if image is not None else "",
-                    input_facts(r.detection),
+                    {**input_facts(r.detection), "dapi_clipped": r.dapi_clipped},
                 ),
             )
             for r, image, roi in zip(results, images, rois, strict=True)
@@ -351,6 +355,7 @@ class ReviewSession:
                 signal_sigma_um=[s for f in self.fields.values() for s in f.signal_sigma_um],
                 lossy_inputs={name: f.lossy for name, f in self.fields.items()},
                 ridge_maxima={name: f.ridge_maxima for name, f in self.fields.items()},
+                dapi_clipped={name: f.dapi_clipped for name, f in self.fields.items()},
             )
             result = classify(summary, rule_set=self.rule_set, ihc=self.ihc)
             self._cache = (summary, result)

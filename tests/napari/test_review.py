@@ -380,6 +380,18 @@ def test_a_field_with_fibres_is_named_in_the_review_and_its_export(analysed, tmp
     ]
 
 
+def test_a_field_with_over_exposed_dapi_is_named_in_the_review_and_its_export(analysed, tmp_path):
+    image, result = analysed
+    over = dataclasses.replace(result, dapi_clipped=0.4)
+    session = ReviewSession.from_results([over], images=[image])
+    (note,) = [n for n in session.summary.notes if "over-exposed" in n]
+    assert note.startswith("1 field has over-exposed DAPI (f1, 40% of the nuclear area")
+    assert not any("over-exposed" in n for n in ReviewSession.from_results([result]).summary.notes)
+    write_reviewed_case(tmp_path / "case", session)
+    reopened = load_reviewed_case(tmp_path / "case").summary.notes
+    assert [n for n in reopened if "over-exposed" in n] == [note]
+
+
 def test_probe_layers_are_shown_where_their_signals_were_counted(tmp_path):
     """A HER2 channel the analysis moved back by its shift against DAPI is shown translated
     back too, so that its signals lie under their marks."""
