@@ -87,7 +87,13 @@ def guess_layer(names: list[str], channel: str) -> str:
 
 
 def roi_mask(shapes: Shapes, image: Image, shape_yx: tuple[int, int]) -> np.ndarray | None:
-    """Rasterise a Shapes layer into a boolean ROI in the pixel grid of an image layer."""
+    """Rasterise a Shapes layer into a boolean ROI in the pixel grid of an image layer.
+
+    Shapes that overlap add up; a shape drawn wholly inside another cuts a hole in it (an
+    area inside the region not to score, such as in-situ carcinoma within the invasive
+    tumour), and a shape inside that hole is scored again: a pixel is in the region when
+    the smallest shape around it lies inside an even number of others.
+    """
     if len(shapes.data) == 0:
         return None
     scale_s, shift_s = np.asarray(shapes.scale)[-2:], np.asarray(shapes.translate)[-2:]
@@ -96,7 +102,21 @@ def roi_mask(shapes: Shapes, image: Image, shape_yx: tuple[int, int]) -> np.ndar
         (np.asarray(v, float)[:, -2:] * scale_s + shift_s - shift_i) / scale_i for v in shapes.data
     ]
     pixels = Shapes(data, shape_type=list(shapes.shape_type))
-    return np.asarray(pixels.to_masks(mask_shape=shape_yx)).any(axis=0)
+    masks = np.asarray(pixels.to_masks(mask_shape=shape_yx), dtype=bool)
+    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    depth = [  # how many other, larger shapes hold each shape whole
+        sum(
+            1
+            for j, other in enumerate(masks)
+            if j != i and areas[j] > areas[i] and not (mask & ~other).any()
+        )
+        for i, mask in enumerate(masks)
+    ]
+    region = np.zeros(shape_yx, dtype=bool)
+    for level in sorted(set(depth)):  # outermost first, then each nested level over it
+        layer = np.any([m for m, d in zip(masks, depth, strict=True) if d == level], axis=0)
+        region = region | layer if level % 2 == 0 else region & ~layer
+    return region
 
 
 @thread_worker

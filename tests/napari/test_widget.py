@@ -196,6 +196,30 @@ def test_roi_mask_maps_world_coordinates_to_image_pixels():
     assert roi_mask(Shapes(), image, (100, 120)) is None
 
 
+def test_a_shape_inside_another_is_a_hole_and_overlapping_shapes_add_up():
+    from napari.layers import Image, Shapes
+
+    from ishcount._napari._widget import roi_mask
+
+    def box(y0, x0, y1, x1):
+        return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)
+
+    image = Image(np.zeros((100, 100)))
+    outer, hole, island, beside = (
+        box(10, 10, 90, 90),
+        box(30, 30, 70, 70),
+        box(45, 45, 55, 55),
+        box(5, 80, 40, 98),
+    )
+    mask = roi_mask(Shapes([outer, hole, island, beside]), image, (100, 100))
+    assert mask[20, 20]
+    assert not mask[35, 35], "the inner shape is cut out"
+    assert mask[50, 50], "a shape inside the hole is scored again"
+    assert mask[20, 95], "an overlapping shape adds to the region"
+    assert mask[20, 85]
+    assert not mask[95, 50]
+
+
 def test_zstack_analysis_gives_3d_signal_layers(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = _analysed_widget(viewer, qtbot, sample="zstack")
