@@ -143,7 +143,7 @@ def analyze_tiled(
     tiles = plan_tiles(image.shape[-2:], tile_size, halo_for(params, image.spacing_um))
     start = time.perf_counter()
     joined = _labels_array(labels_out, image.shape[-2:])
-    cells, spots, crosstalk, detection = [], [], [], []
+    cells, spots, crosstalk, detection, shares = [], [], [], [], []
     nuclear_area = clipped_area = 0  # pixels, over the tiles (overlaps counted in each)
     next_label = 1
     masks = {"labels": labels, "roi": roi}
@@ -154,6 +154,7 @@ def analyze_tiled(
         spots.append(kept_spots)
         crosstalk.append(result.crosstalk)
         detection.append(result.detection)
+        shares.append(_core_share(tile))
         tile_area = int(np.count_nonzero(result.labels))
         nuclear_area += tile_area
         clipped_area += result.dapi_clipped * tile_area
@@ -174,7 +175,14 @@ def analyze_tiled(
         detection=freeze(
             {
                 channel: {
-                    **_combine([tile[channel] for tile in detection if channel in tile]),
+                    **_combine(
+                        [tile[channel] for tile in detection if channel in tile],
+                        [
+                            share
+                            for tile, share in zip(detection, shares, strict=True)
+                            if channel in tile
+                        ],
+                    ),
                     "saturated_signals": int(
                         spot_table.loc[spot_table["channel"] == channel, "saturated"].sum()
                     ),
@@ -186,20 +194,31 @@ def analyze_tiled(
     )
 
 
-#: Per-tile counts of things found in the image, added up over the tiles (a thing in the
-#: overlap of two tiles is counted twice); other numbers are medians.
+#: Per-tile counts of things found in the image, added up over the tiles, each tile's count
+#: weighted by its core's share of its area (a thing in the overlap of two tiles is then
+#: not counted twice, where they lie evenly); other numbers are medians.
 _SUMMED = ("hot_pixels", "ridge_maxima")
 
 
-def _combine(records: list[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """One record from the tiles' records: sums of the counts in :data:`_SUMMED`, medians of
-    the other finite numbers, commonest words and commonest lists (a channel's
-    ``shift_px``; None where no tile has one)."""
+def _core_share(tile: Tile) -> float:
+    """The share of a tile's analysed area that is its core."""
+    (y0, y1, x0, x1), (oy0, oy1, ox0, ox1) = tile.core, tile.outer
+    return (y1 - y0) * (x1 - x0) / max((oy1 - oy0) * (ox1 - ox0), 1)
+
+
+def _combine(
+    records: list[Mapping[str, Any]], shares: list[float] | None = None
+) -> Mapping[str, Any]:
+    """One record from the tiles' records: the counts in :data:`_SUMMED` added up (each
+    tile's weighted by its core share in ``shares``, 1 when None), medians of the other
+    finite numbers, commonest words and commonest lists (a channel's ``shift_px``; None
+    where no tile has one)."""
     values: dict[str, Any] = {}
+    weights = [1.0] * len(records) if shares is None else shares
     for key, first in records[0].items() if records else ():
         column = [record.get(key, first) for record in records]
         if key in _SUMMED:
-            values[key] = int(sum(column))
+            values[key] = round(sum(n * w for n, w in zip(column, weights, strict=True)))
         elif isinstance(first, str):
             values[key] = Counter(column).most_common(1)[0][0]
         elif any(value is None or isinstance(value, list | tuple) for value in column):

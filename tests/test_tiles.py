@@ -1,5 +1,7 @@
 """Tiled analysis of large images: every nucleus and signal once, results as for the whole."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -74,9 +76,9 @@ def test_tiled_equals_whole_image_analysis(field):
 
 def test_tiles_add_up_their_counts():
     """Hot pixels and maxima on fibres are things in the image: a tiled field reports all of
-    them (a median over tiles had said 3 for 12), and its saturated signals are those of its
-    own spot table."""
-    from ishcount.tiles import _combine
+    them (a median over tiles had said 3 for 12), each tile's weighted by its core's share of
+    its area so that the overlaps are not counted twice."""
+    from ishcount.tiles import Tile, _combine, _core_share
 
     records = [
         {"hot_pixels": 3, "ridge_maxima": 0, "noise_sd": 2.0},
@@ -86,6 +88,25 @@ def test_tiles_add_up_their_counts():
     combined = _combine(records)
     assert (combined["hot_pixels"], combined["ridge_maxima"]) == (12, 60)
     assert combined["noise_sd"] == 3.0
+    weighted = _combine(records, [1.0, 0.5, 0.8])
+    assert (weighted["hot_pixels"], weighted["ridge_maxima"]) == (8, 30)
+    assert _core_share(Tile(core=(0, 100, 0, 100), outer=(0, 120, 0, 125))) == pytest.approx(
+        10000 / 15000
+    )
+
+
+def test_a_tiled_field_counts_its_hot_pixels_about_once(field):
+    """Hot pixels spread over the field: the tiles' weighted sum is the whole field's count
+    within a few (a plain sum counts those in the overlaps twice)."""
+    rng = np.random.default_rng(3)
+    her2 = np.asarray(field.image.her2).copy()
+    ys, xs = rng.integers(5, her2.shape[0] - 5, 200), rng.integers(5, her2.shape[1] - 5, 200)
+    her2[ys, xs] = np.minimum(her2[ys, xs].astype(int) + 3000, 65535)
+    image = dataclasses.replace(field.image, her2=her2)
+    whole = analyze_image(image).detection["her2"]["hot_pixels"]
+    tiled = analyze_tiled(image, tile_size=512).detection["her2"]["hot_pixels"]
+    assert whole >= 190
+    assert abs(tiled - whole) <= 0.1 * whole
 
 
 def test_tiles_combine_shifts_by_the_commonest_one():
