@@ -138,6 +138,7 @@ CHANNEL_ALIASES: dict[str, tuple[str, ...]] = {
         "chr17",
         "green",
         "spgr",  # SpectrumGreen
+        "aqua",  # SpectrumAqua: CEP 17 in Abbott's PathVysion kit
         "fitc",
         "alexa488",
         "af488",

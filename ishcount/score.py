@@ -57,6 +57,11 @@ MIN_RIDGE_MAXIMA = 50
 #: over-exposed (a group2 field with half of it clipped: ratio 4.0% to 9.0% off, the DAPI
 #: bleed-through measured 3.5 times too high; with a fifth clipped, 3.8%).
 MAX_CLIPPED_DAPI = 0.2
+#: Share of scored nuclei with a CEP17 cluster above which, with fewer HER2 clusters, the
+#: probe channels are probably swapped: amplified genes cluster, centromeres rarely do
+#: (synthetic presets: CEP17 clusters in 0-0.4% of nuclei; group1 and heterogeneous fields
+#: with the channels swapped: 86% and 32%).
+MAX_CEP17_CLUSTER_SHARE = 0.1
 #: What lossy compression did to the counts in ``benchmarks/composites.py`` (quoted in notes).
 LOSSY_EFFECT = (
     "On synthetic 8-bit composites (10 fields) JPEG at quality 85 with 4:2:0 chroma moved the "
@@ -591,6 +596,50 @@ def fibre_notes(ridge_maxima: Mapping[str, int]) -> tuple[str, ...]:
     )
 
 
+def swapped_probe_notes(cells: pd.DataFrame, spots: pd.DataFrame) -> tuple[str, ...]:
+    """A note when CEP17 clusters where HER2 should: the channels may be swapped.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        Cell table (``image``, ``label``, ``is_scored``).
+    spots : pandas.DataFrame
+        Spot table of the same images (``image`` when several, ``label``, ``channel``,
+        ``is_cluster``).
+
+    Returns
+    -------
+    tuple of str
+        One note when more than :data:`MAX_CEP17_CLUSTER_SHARE` of the scored nuclei hold
+        a CEP17 cluster and fewer hold a HER2 cluster; none otherwise.
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"label": [1, 2, 3], "is_scored": True})
+    >>> spots = pd.DataFrame({"label": [1, 2, 3], "channel": "cep17", "is_cluster": True})
+    >>> swapped_probe_notes(cells, spots)[0].split(":")[0]
+    'CEP17 clusters in 100% of the scored nuclei, HER2 in 0%'
+    """
+    keys = ["image", "label"] if "image" in cells and "image" in spots else ["label"]
+    scored = cells.loc[cells["is_scored"].astype(bool), keys].drop_duplicates()
+    if scored.empty or not {"channel", "is_cluster"} <= set(spots.columns):
+        return ()
+    clusters = spots[spots["is_cluster"].astype(bool)]
+    share = {}
+    for channel in ("her2", "cep17"):
+        held = clusters.loc[clusters["channel"] == channel, keys].drop_duplicates()
+        share[channel] = len(scored.merge(held, on=keys)) / len(scored)
+    if share["cep17"] <= MAX_CEP17_CLUSTER_SHARE or share["cep17"] <= share["her2"]:
+        return ()
+    return (
+        f"CEP17 clusters in {share['cep17']:.0%} of the scored nuclei, HER2 in "
+        f"{share['her2']:.0%}: amplified genes cluster, centromeres rarely do, so the HER2 "
+        "and CEP17 channels may be swapped. Check which channel holds which probe (ZytoLight's "
+        "SPEC ERBB2/CEN 17, for one, labels ERBB2 green and CEN 17 orange) and give the "
+        "mapping with --channels or the pipeline file's image.channels.",
+    )
+
+
 def clipped_dapi_notes(dapi_clipped: Mapping[str, float]) -> tuple[str, ...]:
     """A note naming the fields whose DAPI is over-exposed.
 
@@ -712,7 +761,9 @@ def score_case(
     from the image edge (limit 50%, a project convention). Notes ask to check the pixel size
     when nuclei or signals do not fit it (:func:`pixel_size_notes`), and name the fields
     read from lossy files (:func:`lossy_input_notes`), those with autofluorescent fibres
-    (:func:`fibre_notes`) and those with over-exposed DAPI (:func:`clipped_dapi_notes`).
+    (:func:`fibre_notes`) and those with over-exposed DAPI (:func:`clipped_dapi_notes`); a
+    note asks to check the channel mapping when CEP17 clusters and HER2 does not
+    (:func:`swapped_probe_notes`).
 
     References
     ----------
@@ -754,6 +805,8 @@ def score_case(
         quality_flags=flags,
     )
     notes = _notes(summary) + pixel_size_notes(cells, signal_sigma_um=signal_sigma_um)
+    if spots is not None:
+        notes += swapped_probe_notes(cells, spots)
     notes += lossy_input_notes(lossy_inputs or {}) + fibre_notes(ridge_maxima or {})
     notes += clipped_dapi_notes(dapi_clipped or {})
     return replace(summary, notes=notes)

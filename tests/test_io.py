@@ -505,6 +505,15 @@ def test_match_channel_names_aliases_and_ambiguity():
     assert match_channel_names(["DAPI", "DAPI", "HER2"]) == {"her2": 2}  # dapi claimed twice
 
 
+def test_pathvysion_dye_names_map_to_their_probes():
+    # Abbott PathVysion: LSI HER-2/neu SpectrumOrange, CEP 17 SpectrumAqua
+    assert match_channel_names(["SpectrumAqua", "DAPI", "SpectrumOrange"]) == {
+        "cep17": 0,
+        "dapi": 1,
+        "her2": 2,
+    }
+
+
 def test_unrecognised_metadata_names_ask_for_mapping(tmp_path):
     path = tmp_path / "odd.ome.tif"
     meta = {"axes": "CYX", "Channel": {"Name": ["DAPI", "HER2", "Cy5"]}, "PhysicalSizeX": 0.1}

@@ -270,3 +270,17 @@ def test_bad_options_are_rejected():
         score_case(cells, ci_level=95)
     with pytest.raises(ValueError, match="rule_set"):
         score_case(cells, rule_set="nope")
+
+
+def test_a_case_whose_cep17_clusters_asks_whether_the_channels_are_swapped():
+    image = make_field("group1", shape=(768, 768), rng=2).image
+    normal = analyze_image(image)
+    swapped = analyze_image(dataclasses.replace(image, her2=image.cep17, cep17=image.her2))
+    assert not [
+        n for n in score_case(normal.cells, spots=normal.spots, rng=0).notes if "swapped" in n
+    ]
+    (note,) = [
+        n for n in score_case(swapped.cells, spots=swapped.spots, rng=0).notes if "swapped" in n
+    ]
+    share = float(note.split("CEP17 clusters in ")[1].split("%")[0])
+    assert share > 50, note
