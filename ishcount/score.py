@@ -583,17 +583,29 @@ def fibre_notes(ridge_maxima: Mapping[str, int]) -> tuple[str, ...]:
     >>> fibre_notes({"f1": 1077, "f2": 3})[0].split(":")[0]
     '1 field shows autofluorescent fibres (f1, 1077 maxima on lines set aside)'
     """
-    fields = {name: n for name, n in ridge_maxima.items() if n >= MIN_RIDGE_MAXIMA}
+    fields = {
+        name: f"{n} maxima on lines set aside"
+        for name, n in ridge_maxima.items()
+        if n >= MIN_RIDGE_MAXIMA
+    }
+    return _fields_note(
+        fields,
+        ("shows", "show"),
+        "autofluorescent fibres",
+        "dim fibres can still add false signals. Check these fields, or score others.",
+    )
+
+
+def _fields_note(
+    fields: Mapping[str, str], verb: tuple[str, str], finding: str, advice: str
+) -> tuple[str, ...]:
+    """``"<n> field(s) <verb> <finding> (<name>, <detail>, ...): <advice>"``, or no note
+    when ``fields`` (name to detail) is empty; ``verb`` is its singular and plural form."""
     if not fields:
         return ()
-    listed = ", ".join(
-        f"{name}, {n} maxima on lines set aside" for name, n in sorted(fields.items())
-    )
-    counted = "1 field shows" if len(fields) == 1 else f"{len(fields)} fields show"
-    return (
-        f"{counted} autofluorescent fibres ({listed}): dim fibres can still add false "
-        "signals. Check these fields, or score others.",
-    )
+    listed = ", ".join(f"{name}, {detail}" for name, detail in sorted(fields.items()))
+    counted = f"1 field {verb[0]}" if len(fields) == 1 else f"{len(fields)} fields {verb[1]}"
+    return (f"{counted} {finding} ({listed}): {advice}",)
 
 
 def swapped_probe_notes(cells: pd.DataFrame, spots: pd.DataFrame) -> tuple[str, ...]:
@@ -659,17 +671,17 @@ def clipped_dapi_notes(dapi_clipped: Mapping[str, float]) -> tuple[str, ...]:
     >>> clipped_dapi_notes({"f1": 0.46, "f2": 0.01})[0].split(":")[0]
     '1 field has over-exposed DAPI (f1, 46% of the nuclear area clipped)'
     """
-    fields = {name: share for name, share in dapi_clipped.items() if share > MAX_CLIPPED_DAPI}
-    if not fields:
-        return ()
-    listed = ", ".join(
-        f"{name}, {share:.0%} of the nuclear area clipped" for name, share in sorted(fields.items())
-    )
-    counted = "1 field has" if len(fields) == 1 else f"{len(fields)} fields have"
-    return (
-        f"{counted} over-exposed DAPI ({listed}): where DAPI is clipped its bleed-through "
-        "into the probes cannot be measured, and false CEP17 and HER2 signals can follow. "
-        "Acquire DAPI below the camera's maximum.",
+    fields = {
+        name: f"{share:.0%} of the nuclear area clipped"
+        for name, share in dapi_clipped.items()
+        if share > MAX_CLIPPED_DAPI
+    }
+    return _fields_note(
+        fields,
+        ("has", "have"),
+        "over-exposed DAPI",
+        "where DAPI is clipped its bleed-through into the probes cannot be measured, and "
+        "false CEP17 and HER2 signals can follow. Acquire DAPI below the camera's maximum.",
     )
 
 
