@@ -7,7 +7,10 @@ nuclei by a known copy-number model (single signals, split signals, weak
 signals, unresolvable HER2 clusters, signals over cytoplasm), renders them as
 pixel-integrated Gaussian spots, adds channel bleed-through and camera noise,
 and returns the image together with its truth: the nucleus label image, one
-row per rendered spot and one row per nucleus counted by the kit's rules.
+row per rendered spot and one row per nucleus counted by the kit's rules. A
+nucleus is scorable in truth unless it touches the border, overlaps another or
+lies under debris at half a signal's peak or more (:data:`OBSCURING_DEBRIS`), or
+lacks a signal of either colour.
 
 Every field is reproducible from its seed. Case presets (:data:`PRESETS`)
 reproduce each ASCO/CAP 2018 dual-probe group.
@@ -51,7 +54,7 @@ from scipy.special import erf
 from ishcount.image import FishImage
 from ishcount.rules import dual_probe_group
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 #: Channel names written into OME metadata, in channel order.
 OME_CHANNEL_NAMES: tuple[str, ...] = ("DAPI", "HER2", "CEP17")
@@ -87,6 +90,7 @@ TRUTH_CELL_SCHEMA: dict[str, str] = {
     "n_split": "int64",  # split signals (both channels)
     "touches_border": "bool",
     "overlaps": "bool",
+    "is_obscured": "bool",  # debris over it at half a signal's peak or more
     "is_scorable": "bool",
     "population": "object",  # copy-number population the nucleus was drawn from
     "is_dim": "bool",
@@ -97,6 +101,9 @@ TRUTH_CELL_SCHEMA: dict[str, str] = {
 
 #: A spot with amplitude / noise standard deviation below this is flagged weak.
 WEAK_SNR = 3.0
+#: Debris over a nucleus at this fraction of a typical signal's peak (in a probe channel)
+#: or more can hide a signal or pass for one: the nucleus is not scorable.
+OBSCURING_DEBRIS = 0.5
 _MAX_ADU = 4095
 _CHANNELS = ("her2", "cep17")
 
@@ -1181,7 +1188,13 @@ def _count_signals(spots: pd.DataFrame, n_labels: int) -> dict[str, np.ndarray]:
 
 
 def _cell_table(
-    labels: np.ndarray, visible: list[_Nucleus], spots: pd.DataFrame, grid: _Grid, preset, name
+    labels: np.ndarray,
+    visible: list[_Nucleus],
+    spots: pd.DataFrame,
+    grid: _Grid,
+    preset,
+    name,
+    debris_light: np.ndarray,
 ) -> pd.DataFrame:
     n = len(visible)
     _, sy, sx = grid.spacing
@@ -1194,6 +1207,9 @@ def _cell_table(
     touches = np.isin(np.arange(1, n + 1), edge)
     counts = _count_signals(spots, n)
     overlaps = np.array([nuc.overlaps for nuc in visible], dtype=bool)
+    brightest = np.zeros(n + 1)
+    np.maximum.at(brightest, flat, debris_light.ravel())
+    obscured = brightest[1:] >= OBSCURING_DEBRIS * preset.spot_amplitude
     cells = pd.DataFrame(
         {
             "image": name,
@@ -1207,6 +1223,7 @@ def _cell_table(
             "n_split": counts["split"][1:],
             "touches_border": touches,
             "overlaps": overlaps,
+            "is_obscured": obscured,
             "population": [preset.populations[nuc.population].name for nuc in visible],
             "is_dim": [nuc.is_dim for nuc in visible],
             "blur_um": [nuc.blur_um for nuc in visible],
@@ -1219,6 +1236,7 @@ def _cell_table(
     cells["is_scorable"] = (
         ~cells["touches_border"]
         & ~cells["overlaps"]
+        & ~cells["is_obscured"]
         & (cells["n_her2"] > 0)
         & (cells["n_cep17"] > 0)
     )
@@ -1431,7 +1449,7 @@ def make_field(
         visible, labels, rng.binomial(n_inside, preset.outside_fraction), grid, rng, records
     )
     spots = _spot_table(records, labels)
-    images, debris = _compose(spots, dapi_nuclei, body, preset, grid, sigma_um, rng)
+    images, debris, debris_light = _compose(spots, dapi_nuclei, body, preset, grid, sigma_um, rng)
     image = FishImage(
         *(_camera(images[c], preset, noise, rng) for c in ("dapi", "her2", "cep17")),
         spacing_um=grid.spacing if grid.n_z else grid.spacing[1:],
@@ -1442,12 +1460,17 @@ def make_field(
             "preset": preset.name,
         },
     )
-    cells = _cell_table(labels, visible, spots, grid, preset, name)
+    cells = _cell_table(labels, visible, spots, grid, preset, name, debris_light)
     return SyntheticField(image, labels, spots[list(TRUTH_SPOT_SCHEMA)], cells, debris)
 
 
-def _compose(spots, dapi_nuclei, body, preset, grid, sigma_um, rng) -> dict[str, np.ndarray]:
-    """Expected (noise-free) channel images; fills the spot table's rendered columns."""
+def _compose(spots, dapi_nuclei, body, preset, grid, sigma_um, rng):
+    """Expected (noise-free) channel images; fills the spot table's rendered columns.
+
+    Also returns the debris table and the debris's light in the probe channels before
+    illumination, projected over z (what hides or imitates a signal; compared with the
+    preset's signal peak, illumination cancels out).
+    """
     _, sy, sx = grid.spacing
     illumination = _illumination(grid.shape, rng)
     debris, debris_table = _debris(grid, preset, rng)
@@ -1479,7 +1502,9 @@ def _compose(spots, dapi_nuclei, body, preset, grid, sigma_um, rng) -> dict[str,
             np.column_stack(sigma),
         )
         base[channel] = base[channel] + rendered.astype(np.float32)
-    return _bleed(base, coefficients), debris_table
+    probes = np.maximum(debris["her2"], debris["cep17"])
+    debris_light = probes.max(axis=0) if probes.ndim == 3 else probes
+    return _bleed(base, coefficients), debris_table, debris_light
 
 
 def _field_rngs(rng, n_fields: int) -> tuple[int | None, list[np.random.Generator]]:
@@ -1732,7 +1757,8 @@ def describe_case(case: SyntheticCase) -> str:
     lines = [
         f"case {case.name} (preset {case.preset}, seed {case.seed}): {len(case.fields)} field(s)",
         f"nuclei {len(cells)}, scorable {t.n_nuclei}, overlapping {int(cells['overlaps'].sum())},"
-        f" on border {int(cells['touches_border'].sum())}",
+        f" on border {int(cells['touches_border'].sum())},"
+        f" under debris {int(cells['is_obscured'].sum())}",
         f"spots her2 {per_channel.get('her2', 0)}, cep17 {per_channel.get('cep17', 0)},"
         f" clusters {clusters}, split signals {splits}, weak spots {int(spots['is_weak'].sum())},"
         f" outside nuclei {int((spots['label'] == 0).sum())}",

@@ -196,7 +196,11 @@ def test_preset_truth_is_self_consistent_and_realises_its_design(cases, name):
         np.testing.assert_array_equal(cells["n_cep17"], recount["cep17"])
         np.testing.assert_array_equal(cells["n_her2_clusters"], recount["clusters"])
         scorable = (
-            ~cells.touches_border & ~cells.overlaps & (cells.n_her2 > 0) & (cells.n_cep17 > 0)
+            ~cells.touches_border
+            & ~cells.overlaps
+            & ~cells.is_obscured
+            & (cells.n_her2 > 0)
+            & (cells.n_cep17 > 0)
         )
         np.testing.assert_array_equal(cells["is_scorable"], scorable)
     truth = case.truth
@@ -333,6 +337,27 @@ def test_debris_is_bright_in_every_channel():
     for channel in ("dapi", "her2", "cep17"):
         image = field.image.channel(channel).astype(float)
         assert image[iy, ix] > np.median(image) + 0.5 * blob[f"{channel}_amplitude"]
+
+
+@pytest.mark.parametrize("n_z", [None, 5])
+def test_nuclei_under_bright_debris_are_not_scorable(n_z):
+    # The debris's light over each nucleus, summed from the debris table (Gaussian blobs,
+    # point-sampled at pixel centres and, on z-stacks, over the blobs' planes), against the
+    # truth's flag: debris at half a signal's peak hides or imitates a signal.
+    dusty = dataclasses.replace(PRESETS["group2"], debris_per_1000_um2=8.0)
+    field = make_field(dusty, shape=(384, 384), n_z=n_z, rng=5, noise=False)
+    yy, xx = np.indices(field.nuclei.shape)
+    light = np.zeros(field.nuclei.shape)
+    for blob in field.debris.itertuples():
+        d2 = (yy - blob.y) ** 2 + (xx - blob.x) ** 2
+        light += blob.her2_amplitude * np.exp(-d2 / (2 * blob.sigma**2))
+    cells = field.cells.set_index("label")
+    brightest = pd.Series(light.ravel()).groupby(field.nuclei.ravel()).max().drop(0)
+    relative = brightest / dusty.spot_amplitude
+    assert (relative >= 0.6).sum() >= 3
+    assert cells.loc[relative[relative >= 0.6].index, "is_obscured"].all()
+    assert not cells.loc[relative[relative <= 0.4].index, "is_obscured"].any()
+    assert not (cells["is_obscured"] & cells["is_scorable"]).any()
 
 
 def test_weak_flag_matches_snr(clean_field):
