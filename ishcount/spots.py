@@ -127,6 +127,14 @@ _REGION_FRACTION = 0.5  # clusters are grown down to half the peak of one filter
 _MIN_ROUNDNESS = 0.15  # a ridge's gentlest curvature at its peak / its steepest, at most
 _RIDGE_REACH = 4.0  # ... and it holds _RIDGE_HELD of its peak this many PSF sigmas along
 _RIDGE_HELD = 0.35  # itself on both sides (a signal's smoothed light: 2% there)
+# A dim line (see _on_line): the median of the smoothed image at these PSF sigmas on both
+# sides along one of these many directions (over 180 degrees) holds this share of the
+# candidate's height, and beats the brighter side across by this share and these noise sds.
+_LINE_RADII = (3.0, 4.0, 5.0, 6.0)
+_LINE_ANGLES = 8
+_LINE_HELD = 0.35
+_LINE_ACROSS = 0.2
+_LINE_SDS = 4.0
 _SHARED_MIN_CORRELATION = 0.8
 _SHARED_MIN_SLOPE = 0.25
 _SHARED_KEEP = 0.8  # a cluster's disc is compared again without the other channel's top fifth
@@ -1966,6 +1974,59 @@ def _on_ridge(smoothed: np.ndarray, coords: np.ndarray, sigma_px: float) -> np.n
     return flat_along & held
 
 
+def _on_line(
+    smoothed: np.ndarray, coords: np.ndarray, sigma_px: float, noise_sd: np.ndarray
+) -> np.ndarray:
+    """True for candidates at ``coords`` that lie on a dim line: along the best of
+    :data:`_LINE_ANGLES` directions, the median of ``smoothed`` (the PSF-smoothed image
+    less its background) at :data:`_LINE_RADII` PSF sigmas holds :data:`_LINE_HELD` of
+    the candidate's height on *both* sides, and exceeds the brighter side of the line
+    across it by :data:`_LINE_ACROSS` of that height and by :data:`_LINE_SDS` of the
+    smoothed image's noise sds (``noise_sd``, per candidate).
+
+    :func:`_on_ridge` reads the curvature at the maximum itself. On a fibre at half to
+    one signal's peak the noise makes each maximum along it a bump of its own, curved
+    along the fibre as much as across: at half a signal's peak 317 HER2 and 290 CEP17
+    false signals were left on a 2048 group2 field with 25 fibres. The fibre's height
+    3-6 sigmas away is still there, and a median over four distances is not moved by one
+    neighbouring signal or cluster. A signal's smoothed light has fallen to 10% at 3
+    sigmas and to nothing beyond; each half of a split signal lies on one side only.
+    The line across is judged by its brighter side so that a weak signal near the edge
+    of a nucleus's haze (bright inwards, dark outwards, flat along the edge) is no line;
+    the noise floor keeps weak signals whose sides noise lifted. What is left on fibres
+    are their ends, crossings and sharp bends.
+    """
+    if len(coords) == 0:
+        return np.zeros(0, dtype=bool)
+    lead = tuple(coords[:, :-2].T)  # a z-stack detected in 3D: the maximum's plane
+    y, x = coords[:, -2], coords[:, -1]
+    centre = smoothed[(*lead, y, x)].astype(np.float64)
+    radii = np.asarray(_LINE_RADII) * sigma_px
+    # the median over the radii of each side: (candidates, 2 * angles), side k + angles
+    # opposite side k
+    sides = np.empty((len(coords), 2 * _LINE_ANGLES))
+    for k in range(2 * _LINE_ANGLES):
+        angle = k * np.pi / _LINE_ANGLES
+        rows = np.clip(y[:, None] + np.rint(radii * np.cos(angle)).astype(int), 0, None)
+        cols = np.clip(x[:, None] + np.rint(radii * np.sin(angle)).astype(int), 0, None)
+        rows = np.minimum(rows, smoothed.shape[-2] - 1)
+        cols = np.minimum(cols, smoothed.shape[-1] - 1)
+        values = smoothed[(*(index[:, None] for index in lead), rows, cols)]
+        sides[:, k] = np.median(values, axis=1)
+    held = np.minimum(sides[:, :_LINE_ANGLES], sides[:, _LINE_ANGLES:])
+    brighter = np.maximum(sides[:, :_LINE_ANGLES], sides[:, _LINE_ANGLES:])
+    best = held.argmax(axis=1)
+    rows = np.arange(len(coords))
+    along = held[rows, best]
+    across = brighter[rows, (best + _LINE_ANGLES // 2) % _LINE_ANGLES]
+    excess = along - across
+    return (
+        (along >= _LINE_HELD * centre)
+        & (excess >= _LINE_ACROSS * centre)
+        & (excess >= _LINE_SDS * noise_sd)
+    )
+
+
 def _unresolved_split(footprint: np.ndarray, brightness: np.ndarray, ref) -> np.ndarray:
     """True for candidates as wide as the two unresolved halves of one split signal can be
     (:data:`_SPLIT_FOOTPRINT`) that carry one signal's light (half to
@@ -2718,7 +2779,9 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
     brightness = spots["intensity"] / ref.intensity  # NaN without a reference
     point_like = _point_like(spots, noise_at, ref, setup)
     shaped = point_like | _unresolved_split(footprint, brightness, ref)
+    filtered_noise = noise_at * _noise_scales(setup.sigma_px)[1]
     ridge = _on_ridge(filtered, coords, float(setup.sigma_px[-1]))
+    ridge |= _on_line(filtered, coords, float(setup.sigma_px[-1]), filtered_noise)
     point_like &= ~ridge
     single = ~in_cluster & shaped & rises & (spots["intensity"] > 0) & (spots["peak"] > 0)
     floor = options["min_relative_intensity"] * ref.intensity
