@@ -13,7 +13,7 @@ with exact truth:
 placed at random over nuclei and stroma alike, at a peak of 0.5-3 single signals' peak
 amplitude in CEP17. Each field is analysed as it is and with the structures, once as
 ishcount runs (``ishcount.spots.shared_signals``, a shape both probe channels show alike,
-and the ridge test of ``detect_spots``) and once with both switched off, and its case
+and the ridge and line tests of ``detect_spots``) and once with them switched off, and its case
 figures are compared with the truth; ``e2e`` figures use the nuclei the pipeline itself
 scores (red-cell debris excludes the nuclei under it).
 
@@ -115,7 +115,7 @@ def with_structure(image, light: np.ndarray, peak: float, her2_share: float):
 
 def without_tests(image):
     """``analyze_image`` with :func:`ishcount.spots.shared_signals` finding nothing and the
-    ridge test of ``detect_spots`` switched off."""
+    ridge and line tests of ``detect_spots`` switched off."""
 
     def nothing(her2, cep17, *args, **kwargs):
         return her2.index[:0], cep17.index[:0]
@@ -123,6 +123,7 @@ def without_tests(image):
     with (
         mock.patch.object(ishcount.analyze, "shared_signals", nothing),
         mock.patch.object(ishcount.spots, "_MIN_ROUNDNESS", -np.inf),
+        mock.patch.object(ishcount.spots, "_LINE_HELD", np.inf),
     ):
         return analyze_image(image)
 
