@@ -102,6 +102,7 @@ _SHAPE_Z = 2.0  # ... plus 2 standard errors of its own measurement
 _SURROUND_SIGMAS = (2.0, 3.0)  # the surroundings of a signal: 2-3 PSF sigmas from its peak
 _SURROUND_QUANTILE = 0.75  # a signal rises above three quarters of its surroundings ...
 _SURROUND_SDS = 2.0  # ... by 2 noise sds of the smoothed image (3.6 on average at the threshold)
+_SURROUND_SHARE = 0.05  # ... and by a twentieth of a typical single signal's smoothed peak
 _UNRESOLVED_SIGNALS = 1.5  # a bright region with this much light holds at least one signal
 # Two halves of a split signal less than two filtered sigmas apart give one maximum, with a
 # footprint at most exp(1/2) times one signal's (the halves' separation d widens it by
@@ -135,6 +136,7 @@ _LINE_ANGLES = 8
 _LINE_HELD = 0.35
 _LINE_ACROSS = 0.2
 _LINE_SDS = 4.0
+_LINE_REGION_MAXIMA = 3  # a bright region with this many maxima on lines, and most, is a fibre
 _SHARED_MIN_CORRELATION = 0.8
 _SHARED_MIN_SLOPE = 0.25
 _SHARED_KEEP = 0.8  # a cluster's disc is compared again without the other channel's top fifth
@@ -1815,12 +1817,22 @@ def _bright_regions(filtered, significant, ref, setup):
     return labels
 
 
-def _cluster_rows(raw, filtered, significant, background, spots, coords, ref, setup, options):
+def _cluster_rows(
+    raw, filtered, significant, background, spots, coords, on_line, ref, setup, options
+):
     """Group maxima into bright regions; return per-candidate region ids, cluster rows, the
     crowded regions (several maxima that together carry at least a cluster's light,
     ``min_ratio`` signals, but are counted by their maxima) with the signals each holds by
     its light (maxima, at most), and the regions that are no cluster but carry
-    :data:`_UNRESOLVED_SIGNALS` signals' light."""
+    :data:`_UNRESOLVED_SIGNALS` signals' light.
+
+    A region more than half of whose maxima, and :data:`_LINE_REGION_MAXIMA` at least,
+    lie on a ridge or line (``on_line``, per candidate) is a stretch of a fibre, not a
+    cluster: a fibre at one signal's peak joins into bright regions tens of signals long
+    (35-88 CEP17 copies in each of three nuclei of a group5 field). The copies of a
+    cluster have its other copies across them too; an elongated cluster of 12 copies
+    (1.5 by 1.2 um) showed one of its two maxima on a ridge.
+    """
     n = len(coords)
     region_of = np.zeros(n, dtype=np.int64)
     none = np.empty(0, dtype=np.int64)
@@ -1829,6 +1841,9 @@ def _cluster_rows(raw, filtered, significant, background, spots, coords, ref, se
     labels = _bright_regions(filtered, significant, ref, setup)
     region_of = labels[tuple(coords.T)].astype(np.int64)
     ids, n_maxima = np.unique(region_of[region_of > 0], return_counts=True)
+    lines = np.bincount(region_of[on_line], minlength=labels.max() + 1)[ids]
+    fibre = (lines >= _LINE_REGION_MAXIMA) & (2 * lines > n_maxima)
+    ids, n_maxima = ids[~fibre], n_maxima[~fibre]
     brightest = np.zeros(labels.max() + 1)
     np.maximum.at(brightest, region_of, spots["intensity"])
     # Regions worth measuring: several maxima, or a maximum whose aperture alone already
@@ -2047,28 +2062,31 @@ def _unresolved_split(footprint: np.ndarray, brightness: np.ndarray, ref) -> np.
         )
 
 
-def _rises_above_surround(
-    filtered: np.ndarray, coords: np.ndarray, noise_sd: np.ndarray, sigma_px: np.ndarray
+def _rise_above_surround(
+    filtered: np.ndarray, coords: np.ndarray, sigma_px: np.ndarray
 ) -> np.ndarray:
-    """True for candidates whose smoothed peak rises above most of their surroundings.
+    """How far each candidate's smoothed peak rises above most of its surroundings.
 
     A difference of Gaussians also peaks just inside the corners of a bright plateau:
     where the outline of a nucleus's haze bends, or where two nuclei overlap. There the
     matched-filtered image has no peak; the plateau beside the candidate is as bright as
-    it. A signal's core (within one PSF sigma) must exceed the upper quartile of the
-    pixels 2-3 sigmas away by :data:`_SURROUND_SDS` noise sds of ``filtered``. PSF-sized
-    signals at exactly the detection threshold on a flat, shot-noise background rise by
-    3.6 sds on average (sd 0.8; their smoothed profile there is 10-37 % of the peak) and
-    98 % of them pass; a brighter neighbour must fill a quarter of the surroundings to
-    hide one.
+    it. The rise is the maximum of ``filtered`` within one PSF sigma less the upper
+    quartile of the pixels 2-3 sigmas away. A signal must rise by :data:`_SURROUND_SDS`
+    noise sds of ``filtered``: PSF-sized signals at exactly the detection threshold on a
+    flat, shot-noise background rise by 3.6 sds on average (sd 0.8; their smoothed
+    profile there is 10-37 % of the peak) and 98 % of them pass; a brighter neighbour
+    must fill a quarter of the surroundings to hide one. It must also rise by
+    :data:`_SURROUND_SHARE` of a typical single signal's smoothed peak: on clean images
+    the noise margin is smaller than what the block background leaves of a nucleus's
+    haze near its edge, where noise bumps on the bright band rose by 2-3 noise sds (a
+    disc of haze at half a signal's peak, 0.3 um edge, noise a fiftieth of a signal's
+    peak: 15 false signals along the rims of three such discs, 3 with the share).
     """
     offsets = _offsets(_SURROUND_SIGMAS[1], sigma_px)
     radius = np.sqrt(((offsets / sigma_px) ** 2).sum(axis=1))
     core = _gather(filtered, coords, offsets[radius <= 1.0]).max(axis=1)
     around = _gather(filtered, coords, offsets[radius >= _SURROUND_SIGMAS[0]])
-    surround = np.quantile(around, _SURROUND_QUANTILE, axis=1)
-    filtered_noise = noise_sd * _noise_scales(sigma_px)[1]
-    return core - surround >= _SURROUND_SDS * filtered_noise
+    return core - np.quantile(around, _SURROUND_QUANTILE, axis=1)
 
 
 def _capture_fraction(aperture_sigma_px: np.ndarray, true_sigma_px: np.ndarray) -> float:
@@ -2767,23 +2785,26 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
     coords = find_candidates(detection, limit, mask=options["mask"])
     spots = _measure(raw, filtered, background, coords, setup.sigma_px)
     noise_at = noise[tuple(coords.T)].astype(float)
-    rises = _rises_above_surround(filtered, coords, noise_at, setup.sigma_px)
+    filtered_noise = noise_at * _noise_scales(setup.sigma_px)[1]
+    rise = _rise_above_surround(filtered, coords, setup.sigma_px)
+    rises = rise >= _SURROUND_SDS * filtered_noise
     ref, footprint, isolated = _reference(
         spots, rises, setup, options["reference_intensity"], options["min_reference_spots"]
     )
+    ridge = _on_ridge(filtered, coords, float(setup.sigma_px[-1]))
+    ridge |= _on_line(filtered, coords, float(setup.sigma_px[-1]), filtered_noise)
     region_of, clusters, (crowded, held), unresolved = _cluster_rows(
-        raw, filtered, detection > limit, background, spots, coords, ref, setup, options
+        raw, filtered, detection > limit, background, spots, coords, ridge, ref, setup, options
     )
     in_cluster = np.isin(region_of, clusters["region"]) if clusters else np.zeros(len(coords), bool)
     spots["footprint"] = footprint
     brightness = spots["intensity"] / ref.intensity  # NaN without a reference
     point_like = _point_like(spots, noise_at, ref, setup)
     shaped = point_like | _unresolved_split(footprint, brightness, ref)
-    filtered_noise = noise_at * _noise_scales(setup.sigma_px)[1]
-    ridge = _on_ridge(filtered, coords, float(setup.sigma_px[-1]))
-    ridge |= _on_line(filtered, coords, float(setup.sigma_px[-1]), filtered_noise)
     point_like &= ~ridge
     single = ~in_cluster & shaped & rises & (spots["intensity"] > 0) & (spots["peak"] > 0)
+    if ref.footprint > 0:  # NaN without a reference: no share
+        single &= rise >= _SURROUND_SHARE * ref.intensity / ref.footprint
     floor = options["min_relative_intensity"] * ref.intensity
     if floor > 0:  # NaN without a reference: no floor
         single &= spots["intensity"] >= floor

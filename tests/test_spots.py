@@ -336,9 +336,13 @@ def test_clipped_cluster_is_marked_saturated():
         detect_spots(image, saturated=np.ones((5, 5), bool))
 
 
-def test_faint_speckle_on_a_clean_image_is_not_counted():
+def test_faint_speckle_on_a_clean_image_is_not_counted(monkeypatch):
     # Signals of amplitude 250 and speckle of 12 on a clean camera (read noise only, sd
-    # 0.5): the speckle is 24 noise sds high but a twentieth of a signal.
+    # 0.5): the speckle is 24 noise sds high but a twentieth of a signal. Two rules drop
+    # it, each alone: the floor on a signal's light (min_relative_intensity) and the rise
+    # above its surroundings by a twentieth of a typical signal's peak.
+    import ishcount.spots as spots_module
+
     rng = np.random.default_rng(8)
     signals = grid_positions((192, 192), 24, jitter_seed=8)
     speckle = grid_positions((192, 192), 24, jitter_seed=9, margin=24)[:20]  # between signals
@@ -347,8 +351,13 @@ def test_faint_speckle_on_a_clean_image_is_not_counted():
     found = detect_spots(clean, spacing_um=SPACING)
     _tp, fp, fn, _ = match(found, signals)
     assert (fp, fn) == (0, 0)
+    share_only = detect_spots(clean, spacing_um=SPACING, min_relative_intensity=0.0)
+    assert match(share_only, signals)[1:3] == (0, 0)
+    monkeypatch.setattr(spots_module, "_SURROUND_SHARE", 0.0)
+    floor_only = detect_spots(clean, spacing_um=SPACING)
+    assert match(floor_only, signals)[1:3] == (0, 0)
     everything = detect_spots(clean, spacing_um=SPACING, min_relative_intensity=0.0)
-    assert len(everything) >= len(signals) + 15  # without the floor, speckle counts
+    assert len(everything) >= len(signals) + 15  # without either, speckle counts
 
 
 def _haze_scene(seed):
@@ -833,6 +842,27 @@ def test_a_dim_fibre_is_not_counted_and_signals_beside_haze_are(seed):
     found = cKDTree(table[["y", "x"]].to_numpy()).query([*points, (150.0, 200.0)])[0]
     assert (found < 2).all()
     assert len(table) <= 7
+
+
+def test_a_fibre_as_bright_as_a_signal_is_no_cluster():
+    """At one signal's peak a fibre's smoothed light joins into one bright region along it,
+    which was measured as a cluster of 85-87 copies; most of its maxima lie on a line."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    arc = np.abs(np.hypot(yy + 40, xx - 128) - 150) < 1.5
+    fibre = ndi.gaussian_filter(arc.astype(float), 1.5)
+    fibre *= 600.0 / fibre.max()
+    signal = 600 * np.exp(-((yy - 200) ** 2 + (xx - 60) ** 2) / (2 * SIGMA_PX**2))
+    image = 100 + fibre + signal + rng.normal(0, 50, yy.shape)
+    table = detect_spots(
+        image,
+        spacing_um=(0.1, 0.1),
+        channel="cep17",
+        reference_intensity=600 * 2 * np.pi * SIGMA_PX**2,
+    )
+    assert not table["is_cluster"].any()
+    assert table["copies"].sum() <= 2
+    assert (np.hypot(table["y"] - 200, table["x"] - 60) < 2).any()
 
 
 def test_shared_signals_are_what_both_probe_channels_show_alike():
