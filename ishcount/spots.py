@@ -1829,7 +1829,7 @@ def _cluster_rows(
     A region more than half of whose maxima, and :data:`_LINE_REGION_MAXIMA` at least,
     lie on a ridge or line (``on_line``, per candidate) is a stretch of a fibre, not a
     cluster: a fibre at one signal's peak joins into bright regions tens of signals long
-    (35-88 CEP17 copies in each of three nuclei of a group5 field). The copies of a
+    (35-86 CEP17 copies in each of three nuclei of a group5 field). The copies of a
     cluster have its other copies across them too; an elongated cluster of 12 copies
     (1.5 by 1.2 um) showed one of its two maxima on a ridge.
     """
