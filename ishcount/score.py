@@ -573,10 +573,10 @@ def fibre_notes(ridge_maxima: Mapping[str, int]) -> tuple[str, ...]:
     Notes
     -----
     Elastin fibres shine in both probe channels and pass the noise threshold at a row of
-    maxima along their length; maxima on lines are not counted, but where a dim fibre's
-    noise breaks the line they still are (synthetic 2048 fields with 25 fibres at half to
-    one signal's peak: ratio 20-25% off on average). Those fields set aside 515-1886 maxima
-    per channel, the synthetic presets without fibres 0-3.
+    maxima along their length; maxima on lines are not counted, but a fibre's ends,
+    crossings and sharp bends still can be (synthetic 2048 fields with 25 fibres at half a
+    signal's peak: ratio 5.0% off on average, up to 14.5%). Those fields set aside 515-1886
+    maxima per channel, the synthetic presets without fibres 0-3.
 
     Examples
     --------
