@@ -773,6 +773,23 @@ def test_remove_broadband_keeps_bleed_through_and_singles():
     assert kept_her2.spot_id.tolist() == [0, 1]
 
 
+def _detect_against_600(image):
+    """CEP17 detection at 0.1 um pixels with the reference of a signal of peak 600."""
+    return detect_spots(
+        image,
+        spacing_um=(0.1, 0.1),
+        channel="cep17",
+        reference_intensity=600 * 2 * np.pi * SIGMA_PX**2,
+    )
+
+
+def _arc_fibre(yy, xx, peak):
+    """A fibre along an arc of radius 150 px, 4 px wide, blurred like the PSF."""
+    arc = np.abs(np.hypot(yy + 40, xx - 128) - 150) < 1.5
+    fibre = ndi.gaussian_filter(arc.astype(float), 1.5)
+    return fibre * (peak / fibre.max())
+
+
 def test_a_fibre_is_not_counted_as_a_row_of_signals():
     """An autofluorescent fibre (elastin) as bright as a signal passes the noise threshold
     at many maxima along its length (25 fibres on a 2048 field: 1299 HER2 detections,
@@ -793,12 +810,7 @@ def test_a_fibre_is_not_counted_as_a_row_of_signals():
             -((yy - 130) ** 2 + (xx - 30 - dx) ** 2) / (2 * SIGMA_PX**2)
         )
     image = 100 + fibre + signals + rng.normal(0, 8, fibre.shape)
-    table = detect_spots(
-        image,
-        spacing_um=(0.1, 0.1),
-        channel="cep17",
-        reference_intensity=600 * 2 * np.pi * SIGMA_PX**2,
-    )
+    table = _detect_against_600(image)
     on_fibre = (np.abs(table["x"] - 79) < 4) | (np.abs(table["y"] - 80) < 4)
     assert on_fibre.sum() <= 5  # the four ends and the crossing at most (23 without the test)
     found = cKDTree(table[["y", "x"]].to_numpy()).query([*points, (130.0, 30.0)])[0]
@@ -815,9 +827,7 @@ def test_a_dim_fibre_is_not_counted_and_signals_beside_haze_are(seed):
     on one side across, flat along the edge) and a split signal."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:256, :256]
-    arc = np.abs(np.hypot(yy + 40, xx - 128) - 150) < 1.5  # radius 150 px, 4 px wide
-    fibre = ndi.gaussian_filter(arc.astype(float), 1.5)
-    fibre *= 300.0 / fibre.max()
+    fibre = _arc_fibre(yy, xx, 300.0)
     haze = 150.0 * ndi.gaussian_filter((np.hypot(yy - 200, xx - 60) < 40).astype(float), 2.0)
     points = [(40.0, 40.0), (220.0, 220.0), (60.0, 210.0), (200.0, 60.0), (200.0, 26.0)]
     heights = [600, 600, 600, 600, 300]
@@ -830,12 +840,7 @@ def test_a_dim_fibre_is_not_counted_and_signals_beside_haze_are(seed):
             -((yy - 150) ** 2 + (xx - 200 - dx) ** 2) / (2 * SIGMA_PX**2)
         )
     image = 100 + fibre + haze + signals + rng.normal(0, 50, yy.shape)
-    table = detect_spots(
-        image,
-        spacing_um=(0.1, 0.1),
-        channel="cep17",
-        reference_intensity=600 * 2 * np.pi * SIGMA_PX**2,
-    )
+    table = _detect_against_600(image)
     at = np.rint(table[["y", "x"]].to_numpy()).astype(int)
     on_fibre = fibre[at[:, 0], at[:, 1]] > 0.3 * 300
     assert on_fibre.sum() <= 1
@@ -849,17 +854,10 @@ def test_a_fibre_as_bright_as_a_signal_is_no_cluster():
     which was measured as a cluster of 85-87 copies; most of its maxima lie on a line."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:256, :256]
-    arc = np.abs(np.hypot(yy + 40, xx - 128) - 150) < 1.5
-    fibre = ndi.gaussian_filter(arc.astype(float), 1.5)
-    fibre *= 600.0 / fibre.max()
+    fibre = _arc_fibre(yy, xx, 600.0)
     signal = 600 * np.exp(-((yy - 200) ** 2 + (xx - 60) ** 2) / (2 * SIGMA_PX**2))
     image = 100 + fibre + signal + rng.normal(0, 50, yy.shape)
-    table = detect_spots(
-        image,
-        spacing_um=(0.1, 0.1),
-        channel="cep17",
-        reference_intensity=600 * 2 * np.pi * SIGMA_PX**2,
-    )
+    table = _detect_against_600(image)
     assert not table["is_cluster"].any()
     assert table["copies"].sum() <= 2
     assert (np.hypot(table["y"] - 200, table["x"] - 60) < 2).any()
