@@ -2017,8 +2017,7 @@ def _on_line(
     y, x = coords[:, -2], coords[:, -1]
     centre = smoothed[(*lead, y, x)].astype(np.float64)
     radii = np.asarray(_LINE_RADII) * sigma_px
-    # the median over the radii of each side: (candidates, 2 * angles), side k + angles
-    # opposite side k
+    # sides[:, k]: the median over the radii along direction k (k and k + angles opposite)
     sides = np.empty((len(coords), 2 * _LINE_ANGLES))
     for k in range(2 * _LINE_ANGLES):
         angle = k * np.pi / _LINE_ANGLES

@@ -36,10 +36,12 @@ Examples
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import count
@@ -1464,7 +1466,9 @@ def make_field(
     return SyntheticField(image, labels, spots[list(TRUTH_SPOT_SCHEMA)], cells, debris)
 
 
-def _compose(spots, dapi_nuclei, body, preset, grid, sigma_um, rng):
+def _compose(
+    spots, dapi_nuclei, body, preset, grid, sigma_um, rng
+) -> tuple[dict[str, np.ndarray], pd.DataFrame, np.ndarray]:
     """Expected (noise-free) channel images; fills the spot table's rendered columns.
 
     Also returns the debris table and the debris's light in the probe channels before
@@ -1680,6 +1684,10 @@ def _write_field(field: SyntheticField, out: Path, tifffile) -> list[Path]:
     data = np.stack([image.dapi, image.her2, image.cep17])
     metadata = _ome_metadata(image)
     stem = image.name
+    # The file's OME identifier comes from its name and pixels, so the same seed writes
+    # the same bytes (tifffile would draw a new UUID per write).
+    digest = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+    metadata["UUID"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ishcount.synthetic/{stem}/{digest}"))
 
     def write_image(path: Path) -> None:
         tifffile.imwrite(path, data, ome=True, metadata=metadata, **options)

@@ -43,7 +43,8 @@ Each folder is one case of two fields (two separate tumour areas) at {pixel} um 
 - `<field>.truth_nuclei.tif`: int32 nucleus labels (2D footprint, top-most where nuclei overlap);
 - `<field>.truth_spots.csv`: one row per rendered spot (split signals share `signal_id`,
   cluster copies share `cluster_id`; `label` 0 = outside nuclei);
-- `<field>.truth_cells.csv`: per-nucleus counts by the kit's rules and `is_scorable`;
+- `<field>.truth_cells.csv`: per-nucleus counts by the kit's rules and `is_scorable` (not at
+  the border, not overlapping, not under debris at half a signal's peak, `is_obscured`);
 - `<field>.truth_debris.csv`: autofluorescent debris blobs (bright in every channel; not signals);
 - `truth.json`: case truth over scorable nuclei (ratio of sums, means, ASCO/CAP 2018 group),
   preset, seed and generator version.
