@@ -486,11 +486,14 @@ def _detect(
     params: AnalysisParams,
     focus_stack: Any = None,
     measured: np.ndarray | None = None,
+    companion: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Detect one channel's signals (``acquired``: the channel as read); on a z projection,
     each keeps its brightest plane and cluster copies are measured around each cluster's
-    focus in ``focus_stack``; only where ``measured`` (Y, X) is True when given."""
+    focus in ``focus_stack``; only where ``measured`` (Y, X) is True when given;
+    ``companion`` is the other probe channel as detected (lines both show are fibres)."""
     kwargs = {**PROBE_DEFAULTS.get(channel, {}), **getattr(params, channel)}
+    kwargs.setdefault("companion", companion)
     kwargs.setdefault("saturated", clipped)
     kwargs.setdefault("floor", floored_mask(acquired))
     if measured is not None:
@@ -627,6 +630,7 @@ def analyze_image(
             params,
             focus.get(channel),
             measured,
+            next((other for name, other in images.items() if name != channel), None),
         )
         seconds[channel] = time.perf_counter() - start
     attrs = {channel: dict(table.attrs) for channel, table in found.items()}

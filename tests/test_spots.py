@@ -773,13 +773,14 @@ def test_remove_broadband_keeps_bleed_through_and_singles():
     assert kept_her2.spot_id.tolist() == [0, 1]
 
 
-def _detect_against_600(image):
+def _detect_against_600(image, companion=None):
     """CEP17 detection at 0.1 um pixels with the reference of a signal of peak 600."""
     return detect_spots(
         image,
         spacing_um=(0.1, 0.1),
         channel="cep17",
         reference_intensity=600 * 2 * np.pi * SIGMA_PX**2,
+        companion=companion,
     )
 
 
@@ -840,7 +841,9 @@ def test_a_dim_fibre_is_not_counted_and_signals_beside_haze_are(seed):
             -((yy - 150) ** 2 + (xx - 200 - dx) ** 2) / (2 * SIGMA_PX**2)
         )
     image = 100 + fibre + haze + signals + rng.normal(0, 50, yy.shape)
-    table = _detect_against_600(image)
+    # the other probe channel: the fibre at 0.8 of its light, its own noise, no signals
+    her2 = 100 + 0.8 * fibre + rng.normal(0, 50, yy.shape)
+    table = _detect_against_600(image, companion=her2)
     at = np.rint(table[["y", "x"]].to_numpy()).astype(int)
     on_fibre = fibre[at[:, 0], at[:, 1]] > 0.3 * 300
     assert on_fibre.sum() <= 1
@@ -857,10 +860,40 @@ def test_a_fibre_as_bright_as_a_signal_is_no_cluster():
     fibre = _arc_fibre(yy, xx, 600.0)
     signal = 600 * np.exp(-((yy - 200) ** 2 + (xx - 60) ** 2) / (2 * SIGMA_PX**2))
     image = 100 + fibre + signal + rng.normal(0, 50, yy.shape)
-    table = _detect_against_600(image)
+    table = _detect_against_600(image, companion=100 + 0.8 * fibre + rng.normal(0, 50, yy.shape))
     assert not table["is_cluster"].any()
     assert table["copies"].sum() <= 2
     assert (np.hypot(table["y"] - 200, table["x"] - 60) < 2).any()
+
+
+@pytest.mark.parametrize("spacing_px", [5.0, 6.0, 8.0])
+def test_a_row_of_copies_in_one_probe_is_not_a_fibre(spacing_px):
+    """Gene copies in a row (a homogeneously staining region, or chance) lie on a line as a
+    fibre does, but in one probe channel: with the other channel empty there, all are
+    counted (the middle copies of a row of six 0.6 um apart had been taken for a fibre)."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:160, :160]
+    offsets = (np.arange(6) - 2.5) * spacing_px
+    row = [(80 + 0.3 * d, 80 + d) for d in offsets]
+    image = 100 + rng.normal(0, 20, yy.shape)
+    for y, x in row:
+        image += 600 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * SIGMA_PX**2))
+    empty = 100 + rng.normal(0, 20, yy.shape)
+    table = _detect_against_600(image, companion=empty)
+    assert table["copies"].sum() == 6
+    streak = 100 + rng.normal(0, 20, yy.shape)  # 30 copies 0.15 um apart: 4.5 um of HSR
+    for d in (np.arange(30) - 14.5) * 1.5:
+        streak += 600 * np.exp(-((yy - 80) ** 2 + (xx - 80 - d) ** 2) / (2 * SIGMA_PX**2))
+    table = _detect_against_600(streak, companion=empty)
+    assert table["is_cluster"].sum() == 1
+    assert table["copies"].sum() == pytest.approx(30, abs=3)
+
+
+def test_companion_must_match_the_image():
+    with pytest.raises(ValueError, match="companion must have the shape"):
+        detect_spots(np.zeros((32, 32)), companion=np.zeros((32, 31)))
+    with pytest.raises(TypeError, match="companion must be a real numeric array"):
+        detect_spots(np.zeros((32, 32)), companion=np.zeros((32, 32), bool))
 
 
 def test_shared_signals_are_what_both_probe_channels_show_alike():
