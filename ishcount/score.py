@@ -575,7 +575,7 @@ def fibre_notes(ridge_maxima: Mapping[str, int]) -> tuple[str, ...]:
     Elastin fibres shine in both probe channels and pass the noise threshold at a row of
     maxima along their length; maxima on lines are not counted, but a fibre's ends,
     crossings and sharp bends still can be (synthetic 2048 fields with 25 fibres at half a
-    signal's peak: ratio 5.0% off on average, up to 14.5%). Those fields set aside 515-1886
+    signal's peak: ratio 6.4% off on average, up to 11.4%). Those fields set aside 515-1886
     maxima per channel before the line test (over 1000 with it), the synthetic presets without
     fibres 0-13.
 
