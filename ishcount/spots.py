@@ -2859,17 +2859,17 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
     )
     sigma = float(setup.sigma_px[-1])
     ridge = _on_ridge(filtered, coords, sigma)
-    line, direction = _on_line(filtered, coords, sigma, filtered_noise)
     fibre = np.zeros(len(coords), dtype=bool)  # on a line the other probe shows too
     if options["companion"] is not None:
+        line, direction = _on_line(filtered, coords, sigma, filtered_noise)
         check = np.flatnonzero(ridge | line)
         fibre[check] = _companion_line(
             options["companion"], coords[check], sigma, direction[check], options["companion_noise"]
         )
+        ridge |= line & fibre
     region_of, clusters, (crowded, held), unresolved = _cluster_rows(
         raw, filtered, detection > limit, background, spots, coords, fibre, ref, setup, options
     )
-    ridge |= line & fibre
     in_cluster = np.isin(region_of, clusters["region"]) if clusters else np.zeros(len(coords), bool)
     spots["footprint"] = footprint
     brightness = spots["intensity"] / ref.intensity  # NaN without a reference
