@@ -37,7 +37,16 @@ PIPELINE_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 DEFAULT_PIPELINE = "breast-dual-probe"
 
 #: Stage keys filled in by the pipeline itself, never by a pipeline file.
-_RESERVED = {"spacing_um", "roi", "channel", "mask", "saturated", "focus_stack"}
+_RESERVED = {
+    "spacing_um",
+    "roi",
+    "channel",
+    "mask",
+    "saturated",
+    "floor",
+    "focus_stack",
+    "companion",
+}
 
 
 @dataclass(frozen=True)

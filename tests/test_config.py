@@ -44,6 +44,8 @@ def test_default_and_path(tmp_path):
         ("name: x\nsegment: {min_area: 3}\n", "unknown key 'segment.min_area'"),
         ("name: x\nsegment: {spacing_um: 3}\n", "unknown key 'segment.spacing_um'"),
         ("name: x\nspots: {her2: {saturated: 1}}\n", "unknown key 'spots.her2.saturated'"),
+        ("name: x\nspots: {cep17: {companion: 1}}\n", "unknown key 'spots.cep17.companion'"),
+        ("name: x\nspots: {her2: {floor: 1}}\n", "unknown key 'spots.her2.floor'"),
         (
             "name: x\nspots: {her2: {threshold_snr: high}}\n",
             "spots.her2.threshold_snr: expected float",
