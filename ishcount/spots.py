@@ -2022,20 +2022,15 @@ def _on_line(
     """
     if len(coords) == 0:
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    lead = tuple(coords[:, :-2].T)  # a z-stack detected in 3D: the maximum's plane
-    y, x = coords[:, -2], coords[:, -1]
-    centre = smoothed[(*lead, y, x)].astype(np.float64)
+    centre = smoothed[tuple(coords.T)].astype(np.float64)
     radii = np.asarray(_LINE_RADII) * sigma_px
     # sides[:, k]: the median over the radii along direction k (k and k + angles opposite)
-    sides = np.empty((len(coords), 2 * _LINE_ANGLES))
-    for k in range(2 * _LINE_ANGLES):
-        angle = k * np.pi / _LINE_ANGLES
-        rows = np.clip(y[:, None] + np.rint(radii * np.cos(angle)).astype(int), 0, None)
-        cols = np.clip(x[:, None] + np.rint(radii * np.sin(angle)).astype(int), 0, None)
-        rows = np.minimum(rows, smoothed.shape[-2] - 1)
-        cols = np.minimum(cols, smoothed.shape[-1] - 1)
-        values = smoothed[(*(index[:, None] for index in lead), rows, cols)]
-        sides[:, k] = np.median(values, axis=1)
+    sides = np.column_stack(
+        [
+            _side_medians(smoothed, coords, radii, k * np.pi / _LINE_ANGLES)
+            for k in range(2 * _LINE_ANGLES)
+        ]
+    )
     held = np.minimum(sides[:, :_LINE_ANGLES], sides[:, _LINE_ANGLES:])
     brighter = np.maximum(sides[:, :_LINE_ANGLES], sides[:, _LINE_ANGLES:])
     best = held.argmax(axis=1)
@@ -2049,6 +2044,29 @@ def _on_line(
         & (excess >= _LINE_SDS * noise_sd)
     )
     return on_line, best
+
+
+def _side_medians(
+    image: np.ndarray,
+    coords: np.ndarray,
+    radii: np.ndarray,
+    angle: float | np.ndarray,
+    box: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per candidate at ``coords``, the median of ``image`` over the points ``radii`` (px)
+    away along ``angle`` (radians from the y axis; one, or one per candidate), clipped to
+    the image; with ``box`` (pixel offsets, shape (k, 2)), of the float64 mean of the box
+    around each point. A z-stack detected in 3D is read in each maximum's plane."""
+    lead = tuple(index[:, None, None] for index in coords[:, :-2].T)
+    angle = np.broadcast_to(np.asarray(angle, dtype=float), (len(coords),))
+    rows = coords[:, -2, None] + np.rint(radii[None] * np.cos(angle)[:, None]).astype(int)
+    cols = coords[:, -1, None] + np.rint(radii[None] * np.sin(angle)[:, None]).astype(int)
+    offsets = np.zeros((1, 2), dtype=int) if box is None else box
+    rows = np.clip(rows[..., None] + offsets[:, 0], 0, image.shape[-2] - 1)
+    cols = np.clip(cols[..., None] + offsets[:, 1], 0, image.shape[-1] - 1)
+    values = image[(*lead, rows, cols)]
+    values = values[..., 0] if box is None else values.astype(np.float64).mean(axis=2)
+    return np.median(values, axis=1)
 
 
 def _companion_line(
@@ -2068,19 +2086,11 @@ def _companion_line(
     """
     if len(coords) == 0:
         return np.zeros(0, dtype=bool)
-    lead = tuple(index[:, None, None] for index in coords[:, :-2].T)
-    y, x = coords[:, -2], coords[:, -1]
     radii = np.asarray(_LINE_RADII) * sigma_px
     box = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
-    limit = np.array(companion.shape[-2:]) - 1
 
     def side(angles: np.ndarray) -> np.ndarray:
-        rows = y[:, None] + np.rint(radii[None] * np.cos(angles)[:, None]).astype(int)
-        cols = x[:, None] + np.rint(radii[None] * np.sin(angles)[:, None]).astype(int)
-        rows = np.clip(rows[..., None] + box[:, 0], 0, limit[0])
-        cols = np.clip(cols[..., None] + box[:, 1], 0, limit[1])
-        values = companion[(*lead, rows, cols)].astype(np.float64)
-        return np.median(values.mean(axis=2), axis=1)
+        return _side_medians(companion, coords, radii, angles, box)
 
     angle = direction * np.pi / _LINE_ANGLES
     along = np.minimum(side(angle), side(angle + np.pi))
