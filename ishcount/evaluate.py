@@ -662,7 +662,11 @@ def _nearest_cluster(
 
     Anchors are every true signal and every cluster's centroid. A detection belongs to a
     cluster when its nearest anchor within ``max_distance`` is a copy or the centroid of
-    that cluster. Returns the cluster index per detection and the cluster ids.
+    that cluster, or, with no anchor that near, when it lies within ``max_distance`` of
+    the cluster's extent (the disc about its centroid reaching its farthest copy): a
+    detection standing for a wide cluster sits at the centre of its light, which can be
+    further than ``max_distance`` from every copy and from their centroid. Returns the
+    cluster index per detection and the cluster ids.
     """
     clustered = signals[signals["cluster_id"] >= 0]
     cluster_ids, cluster_index = np.unique(clustered["cluster_id"].to_numpy(), return_inverse=True)
@@ -680,7 +684,28 @@ def _nearest_cluster(
     found = np.isfinite(distance)
     owner = np.full(len(detections), -1)
     owner[found] = anchor_cluster[nearest[found]]
+    if len(cluster_ids) and not found.all():
+        copies = clustered[columns].to_numpy() * scale
+        reach = np.zeros(len(cluster_ids))
+        np.maximum.at(
+            reach, cluster_index, np.linalg.norm(copies - centroids[cluster_index] * scale, axis=1)
+        )
+        owner[~found] = _within_extent(
+            detections.loc[~found, columns].to_numpy() * scale,
+            centroids * scale,
+            reach + max_distance,
+        )
     return owner, cluster_ids.tolist()
+
+
+def _within_extent(points: np.ndarray, centres: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre whose ``reach`` holds each point, or -1 (scaled units)."""
+    k = min(len(centres), 8)
+    distance, nearest = cKDTree(centres).query(points, k=k)
+    distance, nearest = distance.reshape(len(points), k), nearest.reshape(len(points), k)
+    inside = distance <= reach[nearest]
+    first = inside.argmax(axis=1)
+    return np.where(inside.any(axis=1), nearest[np.arange(len(points)), first], -1)
 
 
 def _evaluate_channel(signals, halves, detections, columns, scale, max_distance, channel):

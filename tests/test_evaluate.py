@@ -246,6 +246,27 @@ def test_isolated_and_clustered_are_reported_separately():
     assert acc.cluster_copies.exact_match_rate == pytest.approx(0.5)
 
 
+def test_a_detection_inside_a_wide_cluster_belongs_to_it():
+    # Six copies on a ring of radius 4: the detection of the whole cluster sits at the
+    # centre of its light, 2.8 from the copies' centroid and further from every copy.
+    ring = [(4 * np.sin(a), 4 * np.cos(a)) for a in np.linspace(0, 2 * np.pi, 6, endpoint=False)]
+    truth = _truth(
+        [("her2", 0, 40 + dy, 40 + dx, 3, i) for i, (dy, dx) in enumerate(ring)]
+        + [("her2", 0, 10, 10, -1, 6)]
+    )
+    found = _detected(
+        [
+            ("her2", 42, 42, 6),  # the cluster, off its copies' centroid
+            ("her2", 42.4, 44.2, 1),  # between two copies at the rim, 2.4 from each
+            ("her2", 40, 48, 1),  # 3 past the ring: an isolated false positive
+            ("her2", 10, 10, 1),
+        ]
+    )
+    acc = evaluate_spots(truth, found, max_distance=1.0)
+    assert (acc.isolated.n_pred, acc.isolated.tp, acc.isolated.fp) == (2, 1, 1)
+    assert acc.cluster_table()["detected_copies"].tolist() == [7]
+
+
 def test_channels_never_match_each_other():
     truth = _truth([("her2", 0, 5, 5, -1, 0), ("cep17", 0, 20, 20, -1, 0)])
     swapped = _detected([("her2", 20, 20, 1), ("cep17", 5, 5, 1)])
