@@ -90,19 +90,44 @@ def _weak_isolated_rows(truth: pd.DataFrame, channel: str) -> np.ndarray:
     return first.loc[first["weak"], "row"].to_numpy()
 
 
+def _outside_obscured(field, result) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The true and detected signals outside nuclei the truth calls obscured by debris.
+
+    Nobody scores a nucleus under debris (the truth's cells say it is not scorable, and the
+    pipeline excludes it), and its signals cannot be told from the debris's own light: the
+    pipeline drops the debris together with the signals it runs into. Neither hits nor
+    misses there enter the signal F1, as for the nuclei. Also returns how many true
+    signals were left out.
+    """
+    truth = field.spots.reset_index(drop=True)
+    obscured = field.cells.loc[field.cells["is_obscured"], "label"].to_numpy()
+    keep_truth = ~truth["label"].isin(obscured).to_numpy()
+    found = result.spots.reset_index(drop=True)
+    y = np.clip(np.rint(found["y"].to_numpy(float)).astype(int), 0, field.nuclei.shape[-2] - 1)
+    x = np.clip(np.rint(found["x"].to_numpy(float)).astype(int), 0, field.nuclei.shape[-1] - 1)
+    keep_found = ~np.isin(field.nuclei[y, x], obscured)
+    left_out = truth.loc[~keep_truth].drop_duplicates(["channel", "signal_id"])
+    return (
+        truth[keep_truth].reset_index(drop=True),
+        found[keep_found].reset_index(drop=True),
+        len(left_out),
+    )
+
+
 def _spot_accuracy(field, result) -> dict[str, Any]:
     """Isolated-signal matches per channel, laterally within MATCH_DISTANCE_UM.
 
     Beside the counts of all isolated signals, those of the weak ones (rendered at an
     amplitude of 2-3 noise standard deviations): how many there are and how many were found.
+    Signals in nuclei under debris are left out (:func:`_outside_obscured`).
     """
     lateral = tuple(field.image.spacing_um[-2:])
-    truth = field.spots.reset_index(drop=True)
-    out = {}
+    truth, found, left_out = _outside_obscured(field, result)
+    out = {"left_out": left_out}
     for channel in ("her2", "cep17"):
         record = evaluate_spots(
             truth,
-            result.spots,
+            found,
             max_distance=MATCH_DISTANCE_UM,
             spacing=lateral,
             channel=channel,
@@ -260,6 +285,7 @@ def summarize_row(preset: str, mode: str, fields: list[dict[str, Any]]) -> dict[
         "cep17_weak_recall": weak["cep17"][1],
         "her2_iso_f1_others": weak["her2"][2],
         "cep17_iso_f1_others": weak["cep17"][2],
+        "signals_under_debris": sum(f["spots"]["left_out"] for f in fields),
         "n_nuclei": len(counts),
         "n_amplified": int(amplified.sum()),
         "amp_her2_rel_err": amp.mean_relative_error if amp.n >= MIN_AMPLIFIED_NUCLEI else math.nan,
@@ -385,6 +411,7 @@ WEAK_COLUMNS = [
     "cep17_iso_f1",
     "cep17_weak_recall",
     "cep17_iso_f1_others",
+    "signals_under_debris",
 ]
 SCORED_COLUMNS = [
     "preset",
