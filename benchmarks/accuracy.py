@@ -122,12 +122,12 @@ def _spot_accuracy(field, result) -> dict[str, Any]:
     Signals in nuclei under debris are left out (:func:`_outside_obscured`).
     """
     lateral = tuple(field.image.spacing_um[-2:])
-    truth, found, left_out = _outside_obscured(field, result)
+    truth, detected, left_out = _outside_obscured(field, result)
     out = {"left_out": left_out}
     for channel in ("her2", "cep17"):
         record = evaluate_spots(
             truth,
-            found,
+            detected,
             max_distance=MATCH_DISTANCE_UM,
             spacing=lateral,
             channel=channel,
