@@ -604,6 +604,18 @@ def estimate_noise(
     if np.ndim(block_px) == 0 and array.ndim == 3:
         block[0] = 1
     block_int = tuple(max(1, int(b)) for b in block)
+    return _per_pixel(_block_noise(array, block_int, exclude), block_int, array.shape)
+
+
+def _per_pixel(coarse: np.ndarray, block: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """One value per block spread over the block's pixels, cropped to ``shape``."""
+    for axis, b in enumerate(block):
+        coarse = np.repeat(coarse, b, axis=axis)
+    return np.ascontiguousarray(coarse[tuple(slice(0, n) for n in shape)])
+
+
+def _block_noise(array: np.ndarray, block_int: tuple[int, ...], exclude: Any) -> np.ndarray:
+    """:func:`estimate_noise` on the grid of blocks (one value per block)."""
     samples = _block_samples(array, block_int)
     left_out = None if exclude is None else np.broadcast_to(np.asarray(exclude, bool), array.shape)
     if left_out is not None and left_out.any():
@@ -614,10 +626,7 @@ def estimate_noise(
     coarse = ndi.uniform_filter(_coarse_median3(coarse), size=3, mode="nearest")
     typical = float(np.median(coarse))
     floor = 0.25 * typical if typical > 0 else max(float(np.abs(array).max()) * 1e-6, 1e-12)
-    coarse = np.maximum(coarse, floor).astype(np.float32)
-    for axis, b in enumerate(block_int):
-        coarse = np.repeat(coarse, b, axis=axis)
-    return np.ascontiguousarray(coarse[tuple(slice(0, n) for n in array.shape)])
+    return np.maximum(coarse, floor).astype(np.float32)
 
 
 def _masked_mad(samples: np.ndarray, left_out: np.ndarray) -> np.ndarray:
@@ -2568,6 +2577,7 @@ def detect_spots(
     saturated: Any = None,
     floor: Any = None,
     focus_stack: Any = None,
+    focus_step_um: float | None = None,
     companion: Any = None,
 ) -> pd.DataFrame:
     """Detect the signals of one FISH channel and estimate the copies inside clusters.
@@ -2634,6 +2644,14 @@ def detect_spots(
         projection was), or an object with ``shape`` and ``planes_at(flat_indices)``.
         Cluster copies are then measured on the planes that hold each cluster and each
         reference signal instead of on the projection alone (see Notes).
+        Signals are then also found in the stack: candidates are the maxima of the
+        largest response over its planes to a 3D matched filter (the PSF's Gaussian,
+        ``AXIAL_SIGMA_FACTOR`` times the lateral sigma deep, less a lateral one twice as
+        wide), thresholded at ``threshold_snr`` times one plane's noise of that response;
+        everything else is measured on ``image`` (see Notes).
+    focus_step_um : float, optional
+        z step of ``focus_stack`` in micrometres (default
+        :data:`DEFAULT_AXIAL_SPACING_UM`).
     companion : array_like, optional
         The field's other probe channel, the shape of ``image`` (as
         :func:`ishcount.analyze_image` passes it). Autofluorescent fibres shine in both
@@ -2748,8 +2766,18 @@ def detect_spots(
     ``wide_signals`` ratio error fell from 7.9 % to 3.9 % and the heterogeneous one from
     6.9 % to 4.8 % (2048 fields, seeds 1-2).
 
-    z-stacks: detection runs on the maximum projection, but intensities there are biased:
-    each background pixel of the projection is the largest of the planes' noise values
+    z-stacks: a weak signal loses on the maximum projection, where every background pixel
+    is the largest of the planes' noise values and only the signal's core rises above
+    them; the 3D matched filter adds the signal's light over the planes it spans before
+    the maximum is taken. On 2048 x 2048 x 9 synthetic stacks (seed 1) the share of weak
+    signals (peak 2-3 noise sds) found rose from 0.10-0.24 to 0.24-0.49 (HER2 and CEP17,
+    group1, group3, group5, low SNR), the other signals' F1 fell by 0.002 at most or rose
+    (low SNR 0.94/0.92 to 0.96/0.94), the CEP17 bias went from -0.12 to -0.08 per nucleus
+    on group1 and -0.60 to -0.32 at low SNR and the mean HER2 error at low SNR from 8.8 %
+    to 1.6 %, for about 0.7 s per channel.
+
+    Intensities are still measured on the projection, and are biased there: each
+    background pixel of the projection is the largest of the planes' noise values
     (+1.5 noise sds for 9 planes) while the pixels a signal dominates are not, so the ring
     median takes more from a single signal, relative to its light, than from a cluster
     (clusters came out 1.13 times their copies on a synthetic group1 z-stack, against
@@ -2824,6 +2852,9 @@ def detect_spots(
         "clipped": _clipped_pixels(image if saturated is None else saturated, raw.shape),
         "floor": _floor_pixels(image if floor is None else floor, raw.shape),
         "focus_stack": focus_stack,
+        "focus_step_um": DEFAULT_AXIAL_SPACING_UM
+        if focus_step_um is None
+        else _positive(focus_step_um, "focus_step_um"),
     }
     setup = _setup(raw, spacing_um, spot_sigma_um, merge_distance_um, split_max_ratio)
     table, measured_px = _detect_once(raw, setup, options)
@@ -2858,7 +2889,16 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
         near_floor = ndi.maximum_filter(options["floor"].view(np.uint8), size=reach) > 0
     noise = estimate_noise(detection, block_px=setup.block_px, exclude=near_floor)
     limit = _threshold(detection, noise, options["threshold"], options["threshold_snr"])
-    coords = find_candidates(detection, limit, mask=options["mask"])
+    if options["focus_stack"] is None:
+        coords = find_candidates(detection, limit, mask=options["mask"])
+    else:
+        found_in, plane_noise = _stack_detection(
+            options["focus_stack"], setup, options["focus_step_um"], near_floor
+        )
+        stack_limit = _threshold(
+            found_in, plane_noise, options["threshold"], options["threshold_snr"]
+        )
+        coords = find_candidates(found_in, stack_limit, mask=options["mask"])
     spots = _measure(raw, filtered, background, coords, setup.sigma_px)
     noise_at = noise[tuple(coords.T)].astype(float)
     filtered_noise = noise_at * _noise_scales(setup.sigma_px)[1]
@@ -2946,6 +2986,27 @@ def _detect_once(raw: np.ndarray, setup: _Setup, options: dict[str, Any]):
         threshold=float(np.median(_typical(limit))),
     )
     return table, measured_px
+
+
+def _stack_detection(
+    stack: Any, setup: _Setup, step_um: float, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The largest response over the planes of a z-stack to the 3D detection filter, and
+    the noise sd of one plane's response (both (Y, X)): see ``focus_stack`` of
+    :func:`detect_spots`.
+
+    The filter is :func:`spot_filter`'s difference of Gaussians with the PSF's axial
+    sigma added; its noise is pooled over all planes of each lateral block.
+    """
+    array = np.asarray(stack, dtype=np.float32)
+    axial_px = AXIAL_SIGMA_FACTOR * float(setup.sigma_px[-1] * setup.spacing[-1]) / step_um
+    smoothed = gaussian_smooth(array, np.r_[axial_px, setup.sigma_px])
+    del array
+    wide = np.r_[0.0, math.sqrt(3.0) * setup.sigma_px]
+    smoothed -= _wide_smooth(smoothed, wide)  # now the detection image of every plane
+    block = (smoothed.shape[0], *setup.block_px)
+    noise = _per_pixel(_block_noise(smoothed, block, exclude)[0], block[1:], smoothed.shape[1:])
+    return smoothed.max(axis=0), noise
 
 
 def measure_spot_sigma(
