@@ -146,6 +146,7 @@ _CHUNK_ELEMENTS = 1 << 16  # pixels per chunk of rows when smoothing (256 KiB of
 # it the image is detected again at the measured size (see detect_spots' Notes).
 _SIGMA_AGREES = (0.8, 1.25)
 _SIZE_PASSES = 3  # detection passes at most: the assumed size and two measured ones
+_STACK_BAND_ROWS = 256  # rows of a z-stack filtered at a time when looking for signals in it
 _MIN_SIGMA_PX = 0.6  # narrowest size detected at: a pixel-integrated point measures 0.29 px
 _HOT_SDS = 6.0  # a hot pixel stands this many noise sds above its brightest neighbour ...
 _SURFACE_SPOTS = (150, 400)  # reference signals for a plane / a quadratic brightness surface
@@ -616,31 +617,48 @@ def _per_pixel(coarse: np.ndarray, block: Sequence[int], shape: Sequence[int]) -
 
 def _block_noise(array: np.ndarray, block_int: tuple[int, ...], exclude: Any) -> np.ndarray:
     """:func:`estimate_noise` on the grid of blocks (one value per block)."""
+    left_out = None if exclude is None else np.asarray(exclude, bool)
+    spread = _block_spread(array, block_int, left_out if np.any(left_out) else None)
+    return _settled_noise(spread, float(np.abs(array).max()) if array.size else 0.0)
+
+
+def _block_spread(
+    array: np.ndarray, block_int: tuple[int, ...], left_out: np.ndarray | None
+) -> np.ndarray:
+    """The robust sd of each block's strided samples (those not ``left_out``, an array of
+    the shape of ``array`` or its last two axes)."""
     samples = _block_samples(array, block_int)
-    left_out = None if exclude is None else np.broadcast_to(np.asarray(exclude, bool), array.shape)
-    if left_out is not None and left_out.any():
-        coarse = _masked_mad(samples, _block_samples(left_out, block_int))
-    else:
-        centre = _lower_median(samples)[..., None]
-        coarse = _MAD_TO_SD * _lower_median(np.abs(samples - centre))
-    coarse = ndi.uniform_filter(_coarse_median3(coarse), size=3, mode="nearest")
+    if left_out is not None:
+        left_out = np.broadcast_to(left_out, array.shape)
+        return _masked_mad(samples, _block_samples(left_out, block_int))
+    centre = _lower_median(samples)[..., None]
+    return _MAD_TO_SD * _lower_median(np.abs(samples - centre))
+
+
+def _settled_noise(spread: np.ndarray, magnitude: float) -> np.ndarray:
+    """Block sds (NaN: too few samples, given the median of the others) steadied over
+    3 x 3 blocks and floored (``magnitude``: the largest absolute value of the image,
+    which sets the floor of an image without noise)."""
+    known = np.isfinite(spread)
+    if not known.all():
+        spread = np.where(known, spread, np.median(spread[known]) if known.any() else 0.0)
+    coarse = ndi.uniform_filter(_coarse_median3(spread), size=3, mode="nearest")
     typical = float(np.median(coarse))
-    floor = 0.25 * typical if typical > 0 else max(float(np.abs(array).max()) * 1e-6, 1e-12)
+    floor = 0.25 * typical if typical > 0 else max(magnitude * 1e-6, 1e-12)
     return np.maximum(coarse, floor).astype(np.float32)
 
 
 def _masked_mad(samples: np.ndarray, left_out: np.ndarray) -> np.ndarray:
-    """Per block (last axis: samples), the robust sd of the samples not ``left_out``; blocks
-    with fewer than a quarter of their samples left take the median of the others."""
+    """Per block (last axis: samples), the robust sd of the samples not ``left_out``; NaN
+    for blocks with fewer than a quarter of their samples left (:func:`_settled_noise`
+    gives them the median of the others)."""
     values = np.where(left_out, np.nan, samples.astype(np.float32))
     enough = (~left_out).sum(axis=-1) >= max(1, samples.shape[-1] // 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
         centre = np.nanmedian(values, axis=-1, keepdims=True)
         coarse = _MAD_TO_SD * np.nanmedian(np.abs(values - centre), axis=-1)
-    if not enough.any():
-        return np.zeros(coarse.shape, dtype=np.float32)
-    return np.where(enough, coarse, np.median(coarse[enough])).astype(np.float32)
+    return np.where(enough, coarse, np.nan).astype(np.float32)
 
 
 def find_candidates(filtered: Any, threshold: Any, *, mask: Any = None) -> np.ndarray:
@@ -2996,17 +3014,33 @@ def _stack_detection(
     :func:`detect_spots`.
 
     The filter is :func:`spot_filter`'s difference of Gaussians with the PSF's axial
-    sigma added; its noise is pooled over all planes of each lateral block.
+    sigma added; its noise is pooled over all planes of each lateral block. The stack is
+    filtered in bands of :data:`_STACK_BAND_ROWS` rows with margins wider than the
+    filter's reach, so that memory grows with a band, not with the stack; the result is
+    that of the whole stack at once.
     """
-    array = np.asarray(stack, dtype=np.float32)
+    n_z, ny, nx = stack.shape
     axial_px = AXIAL_SIGMA_FACTOR * float(setup.sigma_px[-1] * setup.spacing[-1]) / step_um
-    smoothed = gaussian_smooth(array, np.r_[axial_px, setup.sigma_px])
-    del array
+    sigma = np.r_[axial_px, setup.sigma_px]
     wide = np.r_[0.0, math.sqrt(3.0) * setup.sigma_px]
-    smoothed -= _wide_smooth(smoothed, wide)  # now the detection image of every plane
-    block = (smoothed.shape[0], *setup.block_px)
-    noise = _per_pixel(_block_noise(smoothed, block, exclude)[0], block[1:], smoothed.shape[1:])
-    return smoothed.max(axis=0), noise
+    block = (n_z, *setup.block_px)
+    rows = block[1] * max(1, -(-_STACK_BAND_ROWS // block[1]))
+    rows += rows % 2  # whole blocks, and pairs of rows for the wide smoothing's pooling
+    reach = _TRUNCATE * (sigma[1] + wide[1]) + 4  # + pooling and interpolation
+    margin = 2 * math.ceil(reach / 2)
+    skip = exclude if np.any(exclude) else None  # as estimate_noise decides, once
+    found_in = np.empty((ny, nx), dtype=np.float32)
+    spread = []
+    for top in range(0, ny, rows):
+        bottom = min(top + rows, ny)
+        low, high = max(top - margin, 0), min(bottom + margin, ny)
+        band = gaussian_smooth(np.asarray(stack[:, low:high], dtype=np.float32), sigma)
+        band -= _wide_smooth(band, wide)  # now the detection image of these rows
+        band = band[:, top - low : bottom - low]
+        found_in[top:bottom] = band.max(axis=0)
+        spread.append(_block_spread(band, block, None if skip is None else skip[top:bottom]))
+    coarse = _settled_noise(np.concatenate(spread, axis=1), float(np.abs(found_in).max()))
+    return found_in, _per_pixel(coarse[0], block[1:], (ny, nx))
 
 
 def measure_spot_sigma(
