@@ -1144,6 +1144,23 @@ def test_weak_signals_are_found_in_the_stack_a_projection_was_made_from():
         assert len(empty) == 0
 
 
+def test_the_stack_is_filtered_in_bands_as_if_whole(monkeypatch):
+    """Bands of rows with margins give the whole stack's response and noise to the bit,
+    also where pixels are left out of the noise (a clipped floor)."""
+    from ishcount import spots
+
+    stack, _ = _weak_signals_stack(5, 3.0)
+    stack = np.concatenate([stack] * 4, axis=1)  # 640 rows: three bands
+    left_out = np.zeros(stack.shape[1:], dtype=bool)
+    left_out[250:300, 20:70] = True  # across a band's edge
+    setup = spots._setup(stack[0], SPACING, None, None)
+    banded = spots._stack_detection(stack, setup, 0.4, left_out)
+    monkeypatch.setattr(spots, "_STACK_BAND_ROWS", 4096)
+    whole = spots._stack_detection(stack, setup, 0.4, left_out)
+    for part, reference in zip(banded, whole, strict=True):
+        np.testing.assert_array_equal(part, reference)
+
+
 def test_focus_step_must_be_positive():
     with pytest.raises(ValueError, match="focus_step_um"):
         detect_spots(np.zeros((32, 32)), focus_stack=np.zeros((3, 32, 32)), focus_step_um=0)
