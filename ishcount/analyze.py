@@ -554,8 +554,8 @@ def analyze_image(
     Signals are measured on the maximum-intensity projection by default
     (``params.project_z``), their candidates found in the stack. Measured on synthetic
     z-stacks (512x512, 5-7 planes of 0.4 um, seeds 0-1), 3D detection gave a mean HER2
-    of 9.9 and 7.4 against truths of 13.3 and 14.5 and mistook haze for CEP17 signals (4.8 against
-    2.2 per nucleus), while projection gave 13.7 and 11.8 with 2.7 and 2.3. On
+    of 9.9 and 7.4 against truths of 13.3 and 14.5 and mistook haze for CEP17 signals
+    (4.8 against 2.2 per nucleus), while projection gave 13.7 and 11.8 with 2.7 and 2.3. On
     2048x2048x9 stacks it failed outright: on a group2 stack 170 of 479 single CEP17
     detections were haze and noise at a fifth of a signal's light, spread over every
     plane, the single-signal reference was taken from them (1442 against about 7300

@@ -685,11 +685,9 @@ def _nearest_cluster(
     owner = np.full(len(detections), -1)
     owner[found] = anchor_cluster[nearest[found]]
     if len(cluster_ids) and not found.all():
-        copies = clustered[columns].to_numpy() * scale
+        from_centre = (clustered[columns].to_numpy() - centroids[cluster_index]) * scale
         reach = np.zeros(len(cluster_ids))
-        np.maximum.at(
-            reach, cluster_index, np.linalg.norm(copies - centroids[cluster_index] * scale, axis=1)
-        )
+        np.maximum.at(reach, cluster_index, np.linalg.norm(from_centre, axis=1))
         owner[~found] = _within_extent(
             detections.loc[~found, columns].to_numpy() * scale,
             centroids * scale,

@@ -605,7 +605,10 @@ def estimate_noise(
     if np.ndim(block_px) == 0 and array.ndim == 3:
         block[0] = 1
     block_int = tuple(max(1, int(b)) for b in block)
-    return _per_pixel(_block_noise(array, block_int, exclude), block_int, array.shape)
+    left_out = None if exclude is None else np.asarray(exclude, bool)
+    spread = _block_spread(array, block_int, left_out if np.any(left_out) else None)
+    coarse = _settled_noise(spread, float(np.abs(array).max()) if array.size else 0.0)
+    return _per_pixel(coarse, block_int, array.shape)
 
 
 def _per_pixel(coarse: np.ndarray, block: Sequence[int], shape: Sequence[int]) -> np.ndarray:
@@ -613,13 +616,6 @@ def _per_pixel(coarse: np.ndarray, block: Sequence[int], shape: Sequence[int]) -
     for axis, b in enumerate(block):
         coarse = np.repeat(coarse, b, axis=axis)
     return np.ascontiguousarray(coarse[tuple(slice(0, n) for n in shape)])
-
-
-def _block_noise(array: np.ndarray, block_int: tuple[int, ...], exclude: Any) -> np.ndarray:
-    """:func:`estimate_noise` on the grid of blocks (one value per block)."""
-    left_out = None if exclude is None else np.asarray(exclude, bool)
-    spread = _block_spread(array, block_int, left_out if np.any(left_out) else None)
-    return _settled_noise(spread, float(np.abs(array).max()) if array.size else 0.0)
 
 
 def _block_spread(
