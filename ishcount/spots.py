@@ -2691,9 +2691,11 @@ def detect_spots(
     Raises
     ------
     TypeError
-        If ``image`` is not numeric or a numeric parameter is not a number.
+        If ``image`` (or an array ``focus_stack`` or ``companion``) is not numeric or a
+        numeric parameter is not a number.
     ValueError
-        If ``image`` is not 2D/3D or not finite, or a parameter is out of range.
+        If ``image`` is not 2D/3D or not finite, ``focus_stack`` not finite or not the
+        stack of ``image``, or a parameter is out of range.
 
     Notes
     -----
@@ -2839,6 +2841,11 @@ def detect_spots(
             f"focus_stack must be the (Z, Y, X) stack a 2D image was projected from, got "
             f"shape {tuple(focus_stack.shape)} for an image of shape {raw.shape}"
         )
+    if isinstance(focus_stack, np.ndarray):  # (a stack corrected on the fly is checked)
+        if focus_stack.dtype == bool or not np.issubdtype(focus_stack.dtype, np.number):
+            raise TypeError(f"focus_stack must be a real numeric array, got {focus_stack.dtype}")
+        if np.issubdtype(focus_stack.dtype, np.inexact) and not np.isfinite(focus_stack).all():
+            raise ValueError("focus_stack holds NaN or infinite values")
     if companion is not None:
         companion = np.asarray(companion)  # only sampled: no float copy
         if not np.issubdtype(companion.dtype, np.number) or companion.dtype == bool:

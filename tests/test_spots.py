@@ -1166,6 +1166,15 @@ def test_focus_step_must_be_positive():
         detect_spots(np.zeros((32, 32)), focus_stack=np.zeros((3, 32, 32)), focus_step_um=0)
 
 
+def test_focus_stack_must_be_finite_numbers():
+    stack = np.full((3, 32, 32), 100.0)
+    stack[1, 5, 5] = np.nan
+    with pytest.raises(ValueError, match="focus_stack holds NaN"):
+        detect_spots(np.full((32, 32), 100.0), focus_stack=stack)
+    with pytest.raises(TypeError, match="focus_stack must be a real numeric array"):
+        detect_spots(np.zeros((32, 32)), focus_stack=np.zeros((3, 32, 32), dtype=bool))
+
+
 def test_focus_stack_must_match_the_projection():
     with pytest.raises(ValueError, match="focus_stack"):
         detect_spots(np.zeros((32, 32)), focus_stack=np.zeros((3, 32, 31)))
