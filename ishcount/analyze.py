@@ -221,6 +221,7 @@ class _CorrectedStack:
         self.shape = next(iter(self._channels.values())).shape
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        """The corrected values of ``stack[key]`` (float32), e.g. a band of rows."""
         return weighted_sum({name: a[key] for name, a in self._channels.items()}, self._weights)
 
     def planes_at(self, where: np.ndarray) -> np.ndarray:

@@ -2655,7 +2655,8 @@ def detect_spots(
         noise estimate.
     focus_stack : array_like, shape (Z, Y, X), optional
         When ``image`` is the maximum projection of a z-stack: that stack (corrected as the
-        projection was), or an object with ``shape`` and ``planes_at(flat_indices)``.
+        projection was), or an object with ``shape``, ``planes_at(flat_indices)`` and
+        ``stack[:, start:stop]`` (a band of rows as a float array).
         Cluster copies are then measured on the planes that hold each cluster and each
         reference signal instead of on the projection alone (see Notes).
         Signals are then also found in the stack: candidates are the maxima of the
