@@ -181,12 +181,17 @@ class SingleSignalReference:
 # --------------------------------------------------------------------------- checks
 
 
-def _as_image(image: Any, name: str = "image") -> np.ndarray:
-    array = np.asarray(image)
+def _require_real(array: np.ndarray, name: str) -> None:
+    """A TypeError naming ``name`` unless ``array`` holds real numbers (not booleans)."""
     if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
         raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
     if np.iscomplexobj(array):
         raise TypeError(f"{name} must be real, got dtype {array.dtype}")
+
+
+def _as_image(image: Any, name: str = "image") -> np.ndarray:
+    array = np.asarray(image)
+    _require_real(array, name)
     if array.ndim not in (2, 3) or array.size == 0 or min(array.shape) < 3:
         raise ValueError(
             f"{name} must be a 2D or 3D array of at least 3 pixels per axis, "
@@ -2843,14 +2848,12 @@ def detect_spots(
             f"shape {tuple(focus_stack.shape)} for an image of shape {raw.shape}"
         )
     if isinstance(focus_stack, np.ndarray):  # (a stack corrected on the fly is checked)
-        if focus_stack.dtype == bool or not np.issubdtype(focus_stack.dtype, np.number):
-            raise TypeError(f"focus_stack must be a real numeric array, got {focus_stack.dtype}")
-        if np.issubdtype(focus_stack.dtype, np.inexact) and not np.isfinite(focus_stack).all():
+        _require_real(focus_stack, "focus_stack")
+        if np.issubdtype(focus_stack.dtype, np.floating) and not np.isfinite(focus_stack).all():
             raise ValueError("focus_stack holds NaN or infinite values")
     if companion is not None:
         companion = np.asarray(companion)  # only sampled: no float copy
-        if not np.issubdtype(companion.dtype, np.number) or companion.dtype == bool:
-            raise TypeError(f"companion must be a real numeric array, got {companion.dtype}")
+        _require_real(companion, "companion")
         if companion.shape != raw.shape:
             raise ValueError(
                 f"companion must have the shape of image {raw.shape}, got {companion.shape}"
