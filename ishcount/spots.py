@@ -1887,7 +1887,13 @@ def _cluster_rows(
     ids, n_maxima = ids[suspect], n_maxima[suspect]
     if len(ids) == 0:
         return region_of, None, (none, none), unresolved
+    # Grown from half a signal's filtered peak to its aperture. Below one pixel the
+    # dilation would be the region itself: at 0.2 um pixels (PSF sigma 0.7 px) clusters
+    # then kept 89 % of their light (group1, 1024 field: copies 10.7 % low, 0.4 % high
+    # with one pixel; at 0.25 um 15.9 % and 5.1 % low). With the default PSF it changes
+    # nothing at pixels of 0.187 um or less.
     margin = (_APERTURE_SIGMAS - math.sqrt(2) * math.sqrt(2 * math.log(2))) * setup.sigma_px
+    margin = np.maximum(margin, 1.0)
     region = _region_measures(raw, filtered, background, labels, ids, margin, setup.sigma_px)
     if options["focus_stack"] is not None:
         region["window_intensity"] = _region_measures(

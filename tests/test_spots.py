@@ -1175,6 +1175,24 @@ def test_focus_stack_must_be_finite_numbers():
         detect_spots(np.zeros((32, 32)), focus_stack=np.zeros((3, 32, 32), dtype=bool))
 
 
+def test_cluster_copies_at_coarse_pixels():
+    """At 0.2 um pixels (PSF sigma 0.7 px) a margin under one pixel did not grow a cluster's
+    region at all: HER2 clusters of a group1 field came out 10.7 % low; grown by one pixel,
+    0.4 % high. Within 4 %, as at 0.1 um (-0.4 %)."""
+    from ishcount.evaluate import evaluate_spots
+    from ishcount.synthetic import make_field
+
+    field = make_field("group1", shape=(1024, 1024), spacing_um=(0.2, 0.2), rng=1)
+    found = analyze_image(field.image).spots
+    clusters = evaluate_spots(
+        field.spots, found, max_distance=0.15, spacing=(0.2, 0.2), channel="her2"
+    ).cluster_table()
+    clusters = clusters[clusters.n_detections > 0]
+    assert len(clusters) > 300
+    bias = ((clusters.detected_copies - clusters.true_copies) / clusters.true_copies).mean()
+    assert abs(bias) < 0.04
+
+
 def test_focus_stack_must_match_the_projection():
     with pytest.raises(ValueError, match="focus_stack"):
         detect_spots(np.zeros((32, 32)), focus_stack=np.zeros((3, 32, 31)))
