@@ -491,13 +491,20 @@ def spot_filter(
         block[0] = 1
     block_int = tuple(max(1, int(b)) for b in block)
     smoothed = gaussian_smooth(array, sigma)
-    wide = np.zeros_like(sigma)
-    wide[-2:] = math.sqrt(3.0) * sigma[-2:]  # lateral only: see Notes
-    detection = smoothed - _wide_smooth(smoothed, wide)
+    detection = smoothed - _lateral_wide(smoothed, sigma)
     coarse = _lower_median(_block_samples(smoothed, block_int, per_axis=5))
     background = _upsample_linear(_coarse_median3(coarse), block_int, array.shape)
     smoothed -= background
     return detection, smoothed, background
+
+
+def _lateral_wide(smoothed: np.ndarray, sigma_px: np.ndarray) -> np.ndarray:
+    """What the difference of Gaussians takes from the PSF-smoothed image: that image
+    smoothed again to twice the PSF's lateral width, laterally only (see
+    :func:`spot_filter`'s Notes)."""
+    wide = np.zeros_like(sigma_px, dtype=float)
+    wide[-2:] = math.sqrt(3.0) * sigma_px[-2:]
+    return _wide_smooth(smoothed, wide)
 
 
 def _wide_smooth(smoothed: np.ndarray, sigma_px: np.ndarray) -> np.ndarray:
@@ -3033,13 +3040,12 @@ def _stack_detection(
     that of the whole stack at once.
     """
     n_z, ny, nx = stack.shape
-    axial_px = AXIAL_SIGMA_FACTOR * float(setup.sigma_px[-1] * setup.spacing[-1]) / step_um
-    sigma = np.r_[axial_px, setup.sigma_px]
-    wide = np.r_[0.0, math.sqrt(3.0) * setup.sigma_px]
+    sigma_um = _resolve_sigma_um(float(setup.sigma_px[-1] * setup.spacing[-1]), 3)
+    sigma = sigma_um / np.r_[step_um, setup.spacing]
     block = (n_z, *setup.block_px)
     rows = block[1] * max(1, -(-_STACK_BAND_ROWS // block[1]))
     rows += rows % 2  # whole blocks, and pairs of rows for the wide smoothing's pooling
-    reach = _TRUNCATE * (sigma[1] + wide[1]) + 4  # + pooling and interpolation
+    reach = _TRUNCATE * (1 + math.sqrt(3.0)) * sigma[1] + 4  # + pooling and interpolation
     margin = 2 * math.ceil(reach / 2)
     skip = exclude if np.any(exclude) else None  # as estimate_noise decides, once
     found_in = np.empty((ny, nx), dtype=np.float32)
@@ -3048,7 +3054,7 @@ def _stack_detection(
         bottom = min(top + rows, ny)
         low, high = max(top - margin, 0), min(bottom + margin, ny)
         band = gaussian_smooth(np.asarray(stack[:, low:high], dtype=np.float32), sigma)
-        band -= _wide_smooth(band, wide)  # now the detection image of these rows
+        band -= _lateral_wide(band, sigma)  # now the detection image of these rows
         band = band[:, top - low : bottom - low]
         found_in[top:bottom] = band.max(axis=0)
         spread.append(_block_spread(band, block, None if skip is None else skip[top:bottom]))
