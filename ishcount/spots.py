@@ -3134,12 +3134,18 @@ def measure_spot_sigma(
     usable = (wide > 0) & (ratio > 1) & (ratio < 4)
     if usable.sum() < max(int(min_spots), 3):
         return math.nan
-    sigmas, ratios = _peak_ratio_curve(round(float(filter_sigma_px), 4))
+    # Beyond 3 px the grid barely matters (the curve is within 1.2 % of the continuous
+    # ratio there) while drawing it grows with the square of the size: the curve of 3 px
+    # is used, in units of the filter's sigma.
+    drawn = round(min(float(filter_sigma_px), _CURVE_MAX_FILTER_PX), 4)
+    sigmas, ratios = _peak_ratio_curve(drawn)
+    sigmas = sigmas * (float(filter_sigma_px) / drawn)
     # ratios fall as sigmas grow; np.interp wants them rising
     return float(np.interp(np.median(ratio[usable]), ratios[::-1], sigmas[::-1]))
 
 
 _CURVE_SIGMAS = np.geomspace(0.3, 2.5, 25)  # signal sigmas of the peak-ratio curve, in s
+_CURVE_MAX_FILTER_PX = 3.0  # the curve is drawn for filter sigmas up to this (px)
 
 
 @functools.lru_cache(maxsize=16)

@@ -346,6 +346,9 @@ def test_measure_spot_sigma_needs_usable_peaks():
     ]
     assert np.all(np.diff(read) > 0)
     assert read == pytest.approx(true, rel=0.1)
+    # Wide filters use the curve of 3 px, scaled (drawing one of 10 px would take ~2 GB).
+    wide_read = measure_spot_sigma([1 / (12.0**2 + 100)] * 12, [1 / (12.0**2 + 400)] * 12, 10.0)
+    assert wide_read == pytest.approx(12.0, rel=0.02)
     with pytest.raises(ValueError, match="wide_peak"):
         measure_spot_sigma([1.0, 2.0], [1.0], s)
 
