@@ -2188,6 +2188,13 @@ def _rise_above_surround(
     return core - np.quantile(around, _SURROUND_QUANTILE, axis=1)
 
 
+def _pixel_share(distance: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Share of a 1D Gaussian of ``sigma`` that falls on the pixel whose centre lies
+    ``distance`` from the Gaussian's centre (pixels; a camera integrates over each pixel)."""
+    scale = math.sqrt(2.0) * sigma
+    return 0.5 * (_erf((distance + 0.5) / scale) - _erf((distance - 0.5) / scale))
+
+
 def _capture_fraction(aperture_sigma_px: np.ndarray, true_sigma_px: np.ndarray) -> float:
     """Share of a Gaussian signal's flux that the aperture sum minus the ring median returns.
 
@@ -2204,9 +2211,7 @@ def _capture_fraction(aperture_sigma_px: np.ndarray, true_sigma_px: np.ndarray) 
     window, in_aperture = _aperture_window(aperture_sigma_px)
     steps = [np.linspace(-0.375, 0.375, 4)] * window.shape[1]
     shifts = np.stack(np.meshgrid(*steps, indexing="ij"), axis=-1).reshape(-1, 1, window.shape[1])
-    scale = math.sqrt(2.0) * np.asarray(true_sigma_px, dtype=float)
-    lower, upper = (window - shifts - 0.5) / scale, (window - shifts + 0.5) / scale
-    signal = np.prod(0.5 * (_erf(upper) - _erf(lower)), axis=2)  # each pixel's share
+    signal = np.prod(_pixel_share(window - shifts, np.asarray(true_sigma_px, float)), axis=2)
     # one row per sub-pixel position
     captured = signal[:, in_aperture].sum(axis=1)
     captured -= signal[:, ~in_aperture].mean(axis=1) * in_aperture.sum()
@@ -3163,11 +3168,8 @@ def _peak_ratio_curve(filter_sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
     cell = 2 * math.ceil(_TRUNCATE * (math.sqrt(sigmas[-1] ** 2 + 4 * s * s) + 1))
     offsets = np.repeat([0.0, 1.0], 4) + np.tile(np.linspace(-0.375, 0.375, 4), 2)
     centre = cell // 2 + offsets  # (8,) within a cell, the same along either axis
-    edges = np.arange(cell + 1) - 0.5
-    scaled = (edges[None, None, :] - centre[None, :, None]) / (
-        math.sqrt(2.0) * sigmas[:, None, None]
-    )
-    profile = 0.5 * np.diff(_erf(scaled), axis=2)  # (sigmas, 8, cell)
+    distance = np.arange(cell)[None, None, :] - centre[None, :, None]
+    profile = _pixel_share(distance, sigmas[:, None, None])  # (sigmas, 8, cell)
     n = len(sigmas)
     canvas = profile[:, :, :, None, None] * profile[:, None, None, :, :]  # (n, 8, cell, 8, cell)
     canvas = canvas.reshape(n * 8 * cell, 8 * cell).astype(np.float32)
