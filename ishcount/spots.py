@@ -123,6 +123,7 @@ _ROW_KEYS = ("position", "peak", "intensity", "footprint", "copies", "background
 _FOCUS_FRACTION = 0.25  # z-stack copies: planes holding a quarter of an object's peak light
 _FOCUS_SDS = 2.0  # ... and light 2 noise sds above the ring's median
 _FIELD_CLUSTERS = 5  # clusters needed for one field-wide projection factor
+_SUBPIXEL_OFFSETS = np.linspace(-0.375, 0.375, 4)  # signal positions modelled within a pixel
 _REGION_FRACTION = 0.5  # clusters are grown down to half the peak of one filtered signal
 #: Broadband objects: the other probe channel correlates over a signal's aperture at least
 #: this much (gene clusters <= 0.76 on six synthetic fields, red cells and debris >= 0.80)
@@ -2209,7 +2210,7 @@ def _capture_fraction(aperture_sigma_px: np.ndarray, true_sigma_px: np.ndarray) 
     measured one at 0.1-0.2 um pixels, noise sd 2.5-10 % of a signal's peak).
     """
     window, in_aperture = _aperture_window(aperture_sigma_px)
-    steps = [np.linspace(-0.375, 0.375, 4)] * window.shape[1]
+    steps = [_SUBPIXEL_OFFSETS] * window.shape[1]
     shifts = np.stack(np.meshgrid(*steps, indexing="ij"), axis=-1).reshape(-1, 1, window.shape[1])
     signal = np.prod(_pixel_share(window - shifts, np.asarray(true_sigma_px, float)), axis=2)
     # one row per sub-pixel position
@@ -3166,7 +3167,7 @@ def _peak_ratio_curve(filter_sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
     s = filter_sigma_px
     sigmas = _CURVE_SIGMAS * s
     cell = 2 * math.ceil(_TRUNCATE * (math.sqrt(sigmas[-1] ** 2 + 4 * s * s) + 1))
-    offsets = np.repeat([0.0, 1.0], 4) + np.tile(np.linspace(-0.375, 0.375, 4), 2)
+    offsets = np.repeat([0.0, 1.0], 4) + np.tile(_SUBPIXEL_OFFSETS, 2)
     centre = cell // 2 + offsets  # (8,) within a cell, the same along either axis
     distance = np.arange(cell)[None, None, :] - centre[None, :, None]
     profile = _pixel_share(distance, sigmas[:, None, None])  # (sigmas, 8, cell)
@@ -3176,11 +3177,10 @@ def _peak_ratio_curve(filter_sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
     sigma = np.array([s, s])
     smoothed = gaussian_smooth(canvas, sigma)
     wide = _lateral_wide(smoothed, sigma)
-    cells = (n * 8, cell, 8, cell)
-    detection = (smoothed - wide).reshape(cells).transpose(0, 2, 1, 3).reshape(n * 64, -1)
-    at = detection.argmax(axis=1)
-    rows = np.arange(n * 64)
-    near = smoothed.reshape(cells).transpose(0, 2, 1, 3).reshape(n * 64, -1)[rows, at]
-    far = wide.reshape(cells).transpose(0, 2, 1, 3).reshape(n * 64, -1)[rows, at]
-    ratios = np.median((near / far).reshape(n, 64), axis=1)
+
+    def per_cell(image: np.ndarray) -> np.ndarray:  # one row per drawn signal
+        return image.reshape(n * 8, cell, 8, cell).transpose(0, 2, 1, 3).reshape(n * 64, -1)
+
+    at = (np.arange(n * 64), per_cell(smoothed - wide).argmax(axis=1))  # detection maxima
+    ratios = np.median((per_cell(smoothed)[at] / per_cell(wide)[at]).reshape(n, 64), axis=1)
     return sigmas, ratios
